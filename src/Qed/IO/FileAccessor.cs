@@ -1,0 +1,46 @@
+namespace Qed.IO;
+
+/// <summary>Positionless access to one host file: every read and write names its offset.</summary>
+/// <remarks>An abstract seam so that tests can inject faults (failed or torn writes, failed flushes) under the engine. Every method takes <c>useAsync</c> so that one algorithm serves the sync and the async API.</remarks>
+internal abstract class FileAccessor : IDisposable
+{
+    /// <summary>Path the file was opened from.</summary>
+    public abstract string Path { get; }
+
+    /// <summary>True when writes are refused.</summary>
+    public abstract bool IsReadOnly { get; }
+
+    /// <summary>Current length of the file in bytes.</summary>
+    public abstract long GetLength();
+
+    /// <summary>Reads up to <paramref name="buffer"/>.Length bytes at <paramref name="offset"/>; returns fewer only at the end of the file.</summary>
+    public abstract ValueTask<int> ReadAsync(Memory<byte> buffer, long offset, bool useAsync, CancellationToken cancellationToken);
+
+    /// <summary>Writes all of <paramref name="buffer"/> at <paramref name="offset"/>.</summary>
+    public abstract ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, long offset, bool useAsync, CancellationToken cancellationToken);
+
+    /// <summary>Makes every completed write durable.</summary>
+    public abstract ValueTask FlushAsync(bool useAsync, CancellationToken cancellationToken);
+
+    /// <summary>Sets the file length (extending with a hole or truncating).</summary>
+    public abstract void SetLength(long length);
+
+    /// <summary>Reads exactly <paramref name="buffer"/>.Length bytes, filling what lies past the end of the file with zeros.</summary>
+    public async ValueTask ReadZeroPaddedAsync(Memory<byte> buffer, long offset, bool useAsync, CancellationToken cancellationToken)
+    {
+        int done = 0;
+        while (done < buffer.Length)
+        {
+            int n = await ReadAsync(buffer[done..], offset + done, useAsync, cancellationToken).ConfigureAwait(false);
+            if (n == 0)
+            {
+                buffer.Span[done..].Clear();
+                return;
+            }
+            done += n;
+        }
+    }
+
+    /// <inheritdoc />
+    public abstract void Dispose();
+}

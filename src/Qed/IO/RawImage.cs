@@ -1,0 +1,83 @@
+namespace Qed.IO;
+
+/// <summary>A raw image: the file's bytes are the disk, its length is the size.</summary>
+public sealed class RawImage : BlockDevice
+{
+    private const int ZeroChunk = 1 << 20;
+    private readonly FileAccessor _file;
+    private long _size;
+
+    internal RawImage(FileAccessor file)
+    {
+        _file = file;
+        _size = file.GetLength();
+    }
+
+    /// <summary>Opens an existing raw file.</summary>
+    public static RawImage Open(string path, bool readOnly = false) => new(HandleFileAccessor.Open(path, readOnly));
+
+    /// <summary>Creates (or truncates) a raw file of <paramref name="size"/> bytes, all a hole.</summary>
+    public static RawImage Create(string path, long size)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(size);
+        var file = HandleFileAccessor.Create(path);
+        try
+        {
+            file.SetLength(size);
+            return new RawImage(file);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public override long Size => Volatile.Read(ref _size);
+
+    /// <inheritdoc />
+    public override bool IsReadOnly => _file.IsReadOnly;
+
+    /// <inheritdoc />
+    public override string FormatName => "raw";
+
+    /// <inheritdoc />
+    public override string FileName => _file.Path;
+
+    /// <inheritdoc />
+    protected internal override ValueTask ReadCoreAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken) =>
+        _file.ReadZeroPaddedAsync(destination, offset, useAsync, cancellationToken);
+
+    /// <inheritdoc />
+    protected internal override ValueTask WriteCoreAsync(ReadOnlyMemory<byte> source, long offset, bool useAsync, CancellationToken cancellationToken) =>
+        _file.WriteAsync(source, offset, useAsync, cancellationToken);
+
+    /// <inheritdoc />
+    protected internal override async ValueTask WriteZeroesCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
+    {
+        byte[] zeros = new byte[(int)Math.Min(length, ZeroChunk)];
+        while (length > 0)
+        {
+            int n = (int)Math.Min(length, zeros.Length);
+            await _file.WriteAsync(zeros.AsMemory(0, n), offset, useAsync, cancellationToken).ConfigureAwait(false);
+            offset += n;
+            length -= n;
+        }
+    }
+
+    /// <inheritdoc />
+    protected internal override ValueTask FlushCoreAsync(bool useAsync, CancellationToken cancellationToken) =>
+        _file.FlushAsync(useAsync, cancellationToken);
+
+    /// <inheritdoc />
+    protected internal override ValueTask<BlockStatus> GetStatusCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken) =>
+        new(new BlockStatus(offset, length, BlockState.Data, offset));
+
+    /// <inheritdoc />
+    protected override ValueTask CloseCoreAsync(bool useAsync)
+    {
+        _file.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,695 @@
+using System.Buffers;
+using System.Diagnostics;
+using Qed.Backing;
+using Qed.Format;
+using Qed.IO;
+using Qed.Tables;
+
+namespace Qed.Image;
+
+/// <summary>
+/// An open QED image: reads and writes of the virtual disk, mapped through the L1 table and cached L2
+/// tables onto the image file, falling through to the backing chain where nothing is allocated.
+/// </summary>
+/// <remarks>
+/// Write ordering (QED-FORMAT.md §5.2, §5.6), for one allocating run of k clusters:
+/// <list type="number">
+/// <item>Under the allocation lock, look the run up again (another request may have allocated it).</item>
+/// <item>Reserve k clusters at the end of the file (the allocation pointer only grows).</item>
+/// <item>Without a backing file, set the need-check bit and flush it before the first allocation, so that
+/// a crash after any later step is caught by the next writable open.</item>
+/// <item>Write the clusters: the untouched head and tail copied from the backing chain (zeros where the
+/// cluster was a zero cluster or there is no backing file) and the payload.</item>
+/// <item>With a backing file, flush: no table entry may point at a cluster whose copied-up part is not
+/// yet stable, or a crash would replace backing data with zeros.</item>
+/// <item>If the L2 table exists, write the changed 512-byte blocks of it (from a patched copy, so the
+/// cache changes only once the disk did). Otherwise reserve a new table after the data, write it whole,
+/// flush, publish it in the cache, then write the L1 block that points at it.</item>
+/// </list>
+/// A crash between any two steps leaves at worst leaked clusters, never an entry pointing at garbage.
+/// Reads and in-place writes take no lock: entries are read atomically, and an entry only ever changes
+/// from "not allocated" to a cluster whose data is already written.
+/// </remarks>
+public sealed class QedImage : BlockDevice
+{
+    private const int CombinedWriteLimit = 1 << 20;
+
+    private readonly FileAccessor _file;
+    private readonly QedGeometry _geometry;
+    private readonly ulong _headerBytes;
+    private readonly byte[] _l1;
+    private readonly L2TableCache _cache;
+    private readonly SemaphoreSlim _allocationLock = new(1, 1);
+    private readonly object _headerSync = new();
+    private readonly Func<L2CacheEntry, bool, CancellationToken, ValueTask> _loadTable;
+    private BlockDevice? _backing;
+    private QedHeader _header;
+    private long _fileEnd;
+    private bool _setNeedCheck;
+
+    private QedImage(FileAccessor file, QedHeader header, QedGeometry geometry, byte[] l1, long cacheBytes)
+    {
+        _file = file;
+        _header = header;
+        _geometry = geometry;
+        _headerBytes = (ulong)header.HeaderSize * header.ClusterSize;
+        _l1 = l1;
+        _fileEnd = file.GetLength() & ~geometry.ClusterMask;
+        _cache = new L2TableCache((int)Math.Clamp(cacheBytes / geometry.TableBytes, 1, int.MaxValue));
+        _loadTable = LoadTableAsync;
+    }
+
+    /// <summary>The header as it is now on disk.</summary>
+    public QedHeader Header
+    {
+        get
+        {
+            lock (_headerSync)
+            {
+                return _header;
+            }
+        }
+    }
+
+    /// <summary>Cluster and table geometry.</summary>
+    public QedGeometry Geometry => _geometry;
+
+    /// <summary>The backing file name as stored in the header, or null.</summary>
+    public string? BackingFileName { get; private set; }
+
+    /// <summary>The backing file name resolved against this image's directory, or null.</summary>
+    public string? BackingFilePath { get; private set; }
+
+    /// <summary><c>raw</c> when the header says the backing file is raw (the no-probe bit), else null (the format is probed).</summary>
+    public string? BackingFormat => BackingFileName is not null && (Header.Features & QedFeatures.BackingFormatNoProbe) != 0 ? "raw" : null;
+
+    /// <summary>The current end of the allocated area: the file length rounded down to a cluster, plus what this session allocated.</summary>
+    public long AllocationEnd => Volatile.Read(ref _fileEnd);
+
+    internal L2TableCache Cache => _cache;
+
+    /// <inheritdoc />
+    public override long Size => (long)Header.ImageSize;
+
+    /// <inheritdoc />
+    public override bool IsReadOnly => _file.IsReadOnly;
+
+    /// <inheritdoc />
+    public override string FormatName => "qed";
+
+    /// <inheritdoc />
+    public override string FileName => _file.Path;
+
+    /// <inheritdoc />
+    public override BlockDevice? Backing => _backing;
+
+    /// <summary>Opens a QED image and its backing chain.</summary>
+    /// <exception cref="QedException">The file cannot be opened or is not a valid QED image, or its backing chain cannot be opened.</exception>
+    public static QedImage Open(string path, QedOpenOptions? options = null) =>
+        OpenCoreAsync(path, options ?? new QedOpenOptions(), BackingChain.Start(path), useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
+
+    /// <summary>Opens a QED image and its backing chain.</summary>
+    /// <exception cref="QedException">The file cannot be opened or is not a valid QED image, or its backing chain cannot be opened.</exception>
+    public static ValueTask<QedImage> OpenAsync(string path, QedOpenOptions? options = null, CancellationToken cancellationToken = default) =>
+        OpenCoreAsync(path, options ?? new QedOpenOptions(), BackingChain.Start(path), useAsync: true, cancellationToken);
+
+    /// <summary>Creates a QED image laid out byte for byte as <c>qemu-img create -f qed</c> does.</summary>
+    /// <exception cref="QedException">An option is invalid or would make an image QEMU cannot open.</exception>
+    public static void Create(string path, QedCreateOptions options) =>
+        QedCreator.CreateAsync(path, options, useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
+
+    /// <summary>Creates a QED image laid out byte for byte as <c>qemu-img create -f qed</c> does.</summary>
+    /// <exception cref="QedException">An option is invalid or would make an image QEMU cannot open.</exception>
+    public static ValueTask CreateAsync(string path, QedCreateOptions options, CancellationToken cancellationToken = default) =>
+        QedCreator.CreateAsync(path, options, useAsync: true, cancellationToken);
+
+    internal static async ValueTask<QedImage> OpenCoreAsync(string path, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
+    {
+        var file = HandleFileAccessor.Open(path, options.ReadOnly);
+        try
+        {
+            return await OpenCoreAsync(file, options, chain, useAsync, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    internal static async ValueTask<QedImage> OpenCoreAsync(FileAccessor file, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
+    {
+        long length = file.GetLength();
+        byte[] headerBytes = new byte[HeaderLayout.Size];
+        await file.ReadZeroPaddedAsync(headerBytes, 0, useAsync, cancellationToken).ConfigureAwait(false);
+        var header = QedHeader.Parse(headerBytes);
+        var geometry = HeaderValidator.Validate(header, length);
+
+        string? backingName = null;
+        if (header.HasBackingFile)
+        {
+            byte[] name = new byte[header.BackingFilenameSize];
+            await file.ReadZeroPaddedAsync(name, header.BackingFilenameOffset, useAsync, cancellationToken).ConfigureAwait(false);
+            backingName = System.Text.Encoding.UTF8.GetString(name);
+        }
+
+        if (!file.IsReadOnly && header.AutoclearFeatures != 0)
+        {
+            // Unknown auto-clear bits describe data a newer writer kept in sync; we cannot, so they go.
+            header = header with { AutoclearFeatures = 0 };
+            await WriteHeaderSectorAsync(file, header, useAsync, cancellationToken).ConfigureAwait(false);
+            await file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        }
+
+        byte[] l1 = new byte[geometry.TableBytes];
+        await file.ReadZeroPaddedAsync(l1, (long)header.L1TableOffset, useAsync, cancellationToken).ConfigureAwait(false);
+
+        var image = new QedImage(file, header, geometry, l1, options.L2CacheSize) { BackingFileName = backingName };
+        if (backingName is not null)
+        {
+            image.BackingFilePath = BackingChain.Resolve(file.Path, backingName);
+            if (!options.NoBacking)
+            {
+                bool raw = (header.Features & QedFeatures.BackingFormatNoProbe) != 0;
+                image._backing = await chain.OpenBackingAsync(image.BackingFilePath, raw ? "raw" : null, options, useAsync, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        return image;
+    }
+
+    // ---- reads ----
+
+    /// <inheritdoc />
+    protected internal override async ValueTask ReadCoreAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken)
+    {
+        while (!destination.IsEmpty)
+        {
+            var piece = await MapAsync(offset, destination.Length, useAsync, cancellationToken).ConfigureAwait(false);
+            var part = destination[..(int)piece.Length];
+            switch (piece.State)
+            {
+                case BlockState.Data:
+                    await _file.ReadZeroPaddedAsync(part, piece.HostOffset, useAsync, cancellationToken).ConfigureAwait(false);
+                    break;
+                case BlockState.Zero:
+                    part.Span.Clear();
+                    break;
+                default:
+                    await ReadBackingAsync(part, offset, useAsync, cancellationToken).ConfigureAwait(false);
+                    break;
+            }
+            offset += piece.Length;
+            destination = destination[(int)piece.Length..];
+        }
+    }
+
+    private async ValueTask ReadBackingAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken)
+    {
+        var backing = _backing;
+        long available = backing is null ? 0 : Math.Clamp(backing.Size - offset, 0, destination.Length);
+        if (available > 0)
+        {
+            await backing!.ReadCoreAsync(destination[..(int)available], offset, useAsync, cancellationToken).ConfigureAwait(false);
+        }
+        destination.Span[(int)available..].Clear();
+    }
+
+    /// <inheritdoc />
+    protected internal override async ValueTask<BlockStatus> GetStatusCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
+    {
+        var piece = await MapAsync(offset, length, useAsync, cancellationToken).ConfigureAwait(false);
+        return new BlockStatus(offset, piece.Length, piece.State, piece.HostOffset);
+    }
+
+    /// <summary>Maps the longest run starting at <paramref name="offset"/> that has one state (and, for data, is contiguous in the file), at most <paramref name="length"/> bytes and never past an L2 table's span.</summary>
+    private async ValueTask<Mapping> MapAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
+    {
+        int inCluster = _geometry.OffsetInCluster(offset);
+        long pieceLength = Math.Min(length, RoomInTable(offset));
+        int l1Index = _geometry.L1Index(offset);
+        ulong tableOffset = TableEntry.Read(_l1, l1Index);
+        if (tableOffset == 0)
+        {
+            return new Mapping(BlockState.Unallocated, pieceLength, -1);
+        }
+        ValidateTableOffset(tableOffset, l1Index);
+
+        var table = await _cache.GetAsync(tableOffset, _geometry.TableBytes, _loadTable, useAsync, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            int first = _geometry.L2Index(offset);
+            int wanted = (int)_geometry.ClustersFor(inCluster + pieceLength);
+            ulong entry = table[first];
+            int run = 1;
+            if (entry is TableEntry.Unallocated or TableEntry.Zero)
+            {
+                while (run < wanted && table[first + run] == entry)
+                {
+                    run++;
+                }
+                var state = entry == TableEntry.Zero ? BlockState.Zero : BlockState.Unallocated;
+                return new Mapping(state, Math.Min(pieceLength, ((long)run << _geometry.ClusterBits) - inCluster), -1);
+            }
+
+            ValidateDataOffset(entry, tableOffset, first);
+            while (run < wanted)
+            {
+                ulong next = table[first + run];
+                // Unlike QEMU, every cluster of a run is validated, not just the first (QED-FORMAT.md §4.1).
+                if (next != entry + ((ulong)run << _geometry.ClusterBits) || !IsValidDataOffset(next))
+                {
+                    break;
+                }
+                run++;
+            }
+            return new Mapping(BlockState.Data, Math.Min(pieceLength, ((long)run << _geometry.ClusterBits) - inCluster), (long)entry + inCluster);
+        }
+        finally
+        {
+            _cache.Release(table);
+        }
+    }
+
+    private long RoomInTable(long offset) => _geometry.L2Span - (offset & (_geometry.L2Span - 1));
+
+    private async ValueTask LoadTableAsync(L2CacheEntry entry, bool useAsync, CancellationToken cancellationToken) =>
+        await _file.ReadZeroPaddedAsync(entry.Table, (long)entry.Offset, useAsync, cancellationToken).ConfigureAwait(false);
+
+    private bool IsValidDataOffset(ulong offset) =>
+        OffsetRules.IsValidCluster(offset, _geometry, _headerBytes, (ulong)Volatile.Read(ref _fileEnd));
+
+    private void ValidateDataOffset(ulong entry, ulong tableOffset, int index)
+    {
+        if (!IsValidDataOffset(entry))
+        {
+            throw new QedCorruptionException($"Invalid argument: L2 table at 0x{tableOffset:x} entry {index} points to 0x{entry:x}, which is not a valid cluster offset in '{FileName}' (run 'qed check -r all')");
+        }
+    }
+
+    private void ValidateTableOffset(ulong tableOffset, int l1Index)
+    {
+        if (!OffsetRules.IsValidTable(tableOffset, _geometry, _headerBytes, (ulong)Volatile.Read(ref _fileEnd)))
+        {
+            throw new QedCorruptionException($"Invalid argument: L1 entry {l1Index} points to 0x{tableOffset:x}, which is not a valid L2 table offset in '{FileName}' (run 'qed check -r all')");
+        }
+    }
+
+    // ---- writes ----
+
+    /// <inheritdoc />
+    protected internal override async ValueTask WriteCoreAsync(ReadOnlyMemory<byte> source, long offset, bool useAsync, CancellationToken cancellationToken)
+    {
+        while (!source.IsEmpty)
+        {
+            var piece = await MapAsync(offset, source.Length, useAsync, cancellationToken).ConfigureAwait(false);
+            int done;
+            if (piece.State == BlockState.Data)
+            {
+                done = (int)piece.Length;
+                await _file.WriteAsync(source[..done], piece.HostOffset, useAsync, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                done = await AllocatingWriteAsync(source, offset, useAsync, cancellationToken).ConfigureAwait(false);
+            }
+            offset += done;
+            source = source[done..];
+        }
+    }
+
+    /// <summary>Allocates the run of unallocated or zero clusters at <paramref name="offset"/> and writes the payload into it; returns the bytes written, 0 when the cluster turned out to be allocated meanwhile.</summary>
+    private async ValueTask<int> AllocatingWriteAsync(ReadOnlyMemory<byte> source, long offset, bool useAsync, CancellationToken cancellationToken)
+    {
+        await LockAllocationAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        L2CacheEntry? table = null;
+        try
+        {
+            int inCluster = _geometry.OffsetInCluster(offset);
+            long pieceLength = Math.Min(source.Length, RoomInTable(offset));
+            int wanted = (int)_geometry.ClustersFor(inCluster + pieceLength);
+            int l1Index = _geometry.L1Index(offset);
+            int first = _geometry.L2Index(offset);
+            table = await GetTableForUpdateAsync(l1Index, useAsync, cancellationToken).ConfigureAwait(false);
+
+            int count = wanted;
+            ulong firstState = TableEntry.Unallocated, lastState = TableEntry.Unallocated;
+            if (table is not null)
+            {
+                count = 0;
+                while (count < wanted && table[first + count] is TableEntry.Unallocated or TableEntry.Zero)
+                {
+                    count++;
+                }
+                if (count == 0)
+                {
+                    return 0;
+                }
+                firstState = table[first];
+                lastState = table[first + count - 1];
+            }
+
+            int length = (int)Math.Min(pieceLength, ((long)count << _geometry.ClusterBits) - inCluster);
+            long clusters = Reserve((long)count << _geometry.ClusterBits);
+            await MarkNeedCheckAsync(useAsync, cancellationToken).ConfigureAwait(false);
+            await WriteNewClustersAsync(clusters, offset, source[..length], count, firstState, lastState, useAsync, cancellationToken).ConfigureAwait(false);
+            if (Header.HasBackingFile)
+            {
+                await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
+            }
+            await SetEntriesAsync(table, l1Index, first, count, (ulong)clusters, (ulong)_geometry.ClusterSize, useAsync, cancellationToken).ConfigureAwait(false);
+            return length;
+        }
+        finally
+        {
+            if (table is not null)
+            {
+                _cache.Release(table);
+            }
+            _allocationLock.Release();
+        }
+    }
+
+    /// <summary>Writes <paramref name="count"/> new clusters at <paramref name="hostOffset"/>: the payload at its place and the rest of the first and last cluster copied up from beneath.</summary>
+    private async ValueTask WriteNewClustersAsync(long hostOffset, long guestOffset, ReadOnlyMemory<byte> payload, int count, ulong firstState, ulong lastState, bool useAsync, CancellationToken cancellationToken)
+    {
+        int head = _geometry.OffsetInCluster(guestOffset);
+        long total = (long)count << _geometry.ClusterBits;
+        int tail = (int)(total - head - payload.Length);
+        long guestStart = guestOffset - head;
+        long guestTail = guestOffset + payload.Length;
+
+        if (total <= CombinedWriteLimit)
+        {
+            byte[] buffer = ArrayPool<byte>.Shared.Rent((int)total);
+            try
+            {
+                var whole = buffer.AsMemory(0, (int)total);
+                await FillCopyUpAsync(whole[..head], guestStart, firstState, useAsync, cancellationToken).ConfigureAwait(false);
+                payload.CopyTo(whole[head..]);
+                await FillCopyUpAsync(whole[(head + payload.Length)..], guestTail, lastState, useAsync, cancellationToken).ConfigureAwait(false);
+                await _file.WriteAsync(whole, hostOffset, useAsync, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+            return;
+        }
+
+        await CopyUpAsync(hostOffset, head, guestStart, firstState, useAsync, cancellationToken).ConfigureAwait(false);
+        await _file.WriteAsync(payload, hostOffset + head, useAsync, cancellationToken).ConfigureAwait(false);
+        await CopyUpAsync(hostOffset + head + payload.Length, tail, guestTail, lastState, useAsync, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async ValueTask CopyUpAsync(long hostOffset, int length, long guestOffset, ulong previousState, bool useAsync, CancellationToken cancellationToken)
+    {
+        if (length == 0)
+        {
+            return;
+        }
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            var part = buffer.AsMemory(0, length);
+            await FillCopyUpAsync(part, guestOffset, previousState, useAsync, cancellationToken).ConfigureAwait(false);
+            await _file.WriteAsync(part, hostOffset, useAsync, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>What the untouched part of a newly allocated cluster must hold: zeros for a former zero cluster (the spec; QEMU copies backing data here, QED-FORMAT.md §5.5), else what the backing chain shows.</summary>
+    private ValueTask FillCopyUpAsync(Memory<byte> destination, long guestOffset, ulong previousState, bool useAsync, CancellationToken cancellationToken)
+    {
+        if (destination.IsEmpty)
+        {
+            return ValueTask.CompletedTask;
+        }
+        if (previousState == TableEntry.Zero)
+        {
+            destination.Span.Clear();
+            return ValueTask.CompletedTask;
+        }
+        return ReadBackingAsync(destination, guestOffset, useAsync, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    protected internal override async ValueTask WriteZeroesCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
+    {
+        while (length > 0)
+        {
+            int inCluster = _geometry.OffsetInCluster(offset);
+            long done;
+            if (inCluster != 0 || length < _geometry.ClusterSize)
+            {
+                // A partial cluster cannot become a zero cluster: write real zeros through the normal path.
+                done = Math.Min(length, _geometry.ClusterSize - inCluster);
+                await WriteZeroBytesAsync(offset, done, inPlaceHost: -1, useAsync, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                var piece = await MapAsync(offset, length & ~_geometry.ClusterMask, useAsync, cancellationToken).ConfigureAwait(false);
+                done = piece.Length;
+                if (piece.State == BlockState.Data)
+                {
+                    // QEMU keeps allocated clusters allocated and writes zeros into them (QED-FORMAT.md §5.5).
+                    await WriteZeroBytesAsync(offset, done, piece.HostOffset, useAsync, cancellationToken).ConfigureAwait(false);
+                }
+                else if (piece.State == BlockState.Unallocated && Header.HasBackingFile)
+                {
+                    done = await MarkZeroClustersAsync(offset, done, useAsync, cancellationToken).ConfigureAwait(false);
+                }
+                // Zero clusters already read as zeros, and so does unallocated space without a backing file.
+            }
+            offset += done;
+            length -= done;
+        }
+    }
+
+    private async ValueTask WriteZeroBytesAsync(long offset, long length, long inPlaceHost, bool useAsync, CancellationToken cancellationToken)
+    {
+        int chunk = (int)Math.Min(length, CombinedWriteLimit);
+        byte[] zeros = ArrayPool<byte>.Shared.Rent(chunk);
+        try
+        {
+            Array.Clear(zeros, 0, chunk);
+            for (long done = 0; done < length;)
+            {
+                int n = (int)Math.Min(chunk, length - done);
+                if (inPlaceHost >= 0)
+                {
+                    await _file.WriteAsync(zeros.AsMemory(0, n), inPlaceHost + done, useAsync, cancellationToken).ConfigureAwait(false);
+                }
+                else
+                {
+                    await WriteCoreAsync(zeros.AsMemory(0, n), offset + done, useAsync, cancellationToken).ConfigureAwait(false);
+                }
+                done += n;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(zeros);
+        }
+    }
+
+    /// <summary>Turns the unallocated clusters of a whole-cluster range into zero clusters; returns the bytes handled.</summary>
+    private async ValueTask<long> MarkZeroClustersAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
+    {
+        await LockAllocationAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        L2CacheEntry? table = null;
+        try
+        {
+            int l1Index = _geometry.L1Index(offset);
+            int first = _geometry.L2Index(offset);
+            int wanted = (int)(Math.Min(length, RoomInTable(offset)) >> _geometry.ClusterBits);
+            table = await GetTableForUpdateAsync(l1Index, useAsync, cancellationToken).ConfigureAwait(false);
+            int count = wanted;
+            if (table is not null)
+            {
+                count = 0;
+                while (count < wanted && table[first + count] == TableEntry.Unallocated)
+                {
+                    count++;
+                }
+                if (count == 0)
+                {
+                    // Allocated or zero meanwhile: let the caller look again.
+                    return 0;
+                }
+            }
+            await SetEntriesAsync(table, l1Index, first, count, TableEntry.Zero, 0, useAsync, cancellationToken).ConfigureAwait(false);
+            return (long)count << _geometry.ClusterBits;
+        }
+        finally
+        {
+            if (table is not null)
+            {
+                _cache.Release(table);
+            }
+            _allocationLock.Release();
+        }
+    }
+
+    // ---- metadata updates (allocation lock held) ----
+
+    /// <summary>The L2 table under <paramref name="l1Index"/> with a reference taken, or null when the L1 entry is empty.</summary>
+    private async ValueTask<L2CacheEntry?> GetTableForUpdateAsync(int l1Index, bool useAsync, CancellationToken cancellationToken)
+    {
+        ulong tableOffset = TableEntry.Read(_l1, l1Index);
+        if (tableOffset == 0)
+        {
+            return null;
+        }
+        ValidateTableOffset(tableOffset, l1Index);
+        return await _cache.GetAsync(tableOffset, _geometry.TableBytes, _loadTable, useAsync, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Sets entries <paramref name="first"/>..+<paramref name="count"/> to <c>value + i * step</c>, in the existing <paramref name="table"/> or in a new one.</summary>
+    private async ValueTask SetEntriesAsync(L2CacheEntry? table, int l1Index, int first, int count, ulong value, ulong step, bool useAsync, CancellationToken cancellationToken)
+    {
+        if (table is not null)
+        {
+            await UpdateTableBlocksAsync(table.Table, (long)table.Offset, first, count, value, step, useAsync, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        long tableOffset = Reserve(_geometry.TableBytes);
+        var created = new L2CacheEntry((ulong)tableOffset, new byte[_geometry.TableBytes]) { References = 1 };
+        for (int i = 0; i < count; i++)
+        {
+            TableEntry.Write(created.Table, first + i, value + (ulong)i * step);
+        }
+        await _file.WriteAsync(created.Table, tableOffset, useAsync, cancellationToken).ConfigureAwait(false);
+        // The table must be stable before the L1 entry can point at it.
+        await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        created.MarkReady();
+        _cache.Release(_cache.Insert(created));
+        await UpdateTableBlocksAsync(_l1, (long)_header.L1TableOffset, l1Index, 1, (ulong)tableOffset, 0, useAsync, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Writes the 512-byte blocks of a table that hold the changed entries, from a patched copy, then applies the change in memory.</summary>
+    private async ValueTask UpdateTableBlocksAsync(byte[] table, long tableOffset, int first, int count, ulong value, ulong step, bool useAsync, CancellationToken cancellationToken)
+    {
+        int blockStart = first / TableEntry.EntriesPerBlock * TableEntry.EntriesPerBlock;
+        int blockEnd = (first + count + TableEntry.EntriesPerBlock - 1) / TableEntry.EntriesPerBlock * TableEntry.EntriesPerBlock;
+        int bytes = (blockEnd - blockStart) * sizeof(ulong);
+        byte[] copy = ArrayPool<byte>.Shared.Rent(bytes);
+        try
+        {
+            Buffer.BlockCopy(table, blockStart * sizeof(ulong), copy, 0, bytes);
+            for (int i = 0; i < count; i++)
+            {
+                TableEntry.Write(copy, first - blockStart + i, value + (ulong)i * step);
+            }
+            await _file.WriteAsync(copy.AsMemory(0, bytes), tableOffset + blockStart * sizeof(ulong), useAsync, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(copy);
+        }
+        for (int i = 0; i < count; i++)
+        {
+            TableEntry.Write(table, first + i, value + (ulong)i * step);
+        }
+    }
+
+    /// <summary>Takes <paramref name="bytes"/> from the end of the file; the pointer never moves back, so a failed write only leaks.</summary>
+    private long Reserve(long bytes)
+    {
+        Debug.Assert(_allocationLock.CurrentCount == 0, "Allocation happens under the allocation lock.");
+        long start = _fileEnd;
+        if (start > long.MaxValue - bytes)
+        {
+            throw new QedException($"'{FileName}' cannot grow past {start} bytes");
+        }
+        Volatile.Write(ref _fileEnd, start + bytes);
+        return start;
+    }
+
+    private async ValueTask MarkNeedCheckAsync(bool useAsync, CancellationToken cancellationToken)
+    {
+        var header = Header;
+        if (header.HasBackingFile || header.NeedsCheck)
+        {
+            return;
+        }
+        // Flushed before the first allocation (QEMU does not flush here: QED-FORMAT.md §5.6).
+        header = header with { Features = header.Features | QedFeatures.NeedCheck };
+        await WriteHeaderSectorAsync(_file, header, useAsync, cancellationToken).ConfigureAwait(false);
+        await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        SetHeader(header);
+        _setNeedCheck = true;
+    }
+
+    private void SetHeader(QedHeader header)
+    {
+        lock (_headerSync)
+        {
+            _header = header;
+        }
+    }
+
+    /// <summary>Rewrites the first sector with the header patched in, keeping bytes 64..511 as QEMU does.</summary>
+    private static async ValueTask WriteHeaderSectorAsync(FileAccessor file, QedHeader header, bool useAsync, CancellationToken cancellationToken)
+    {
+        byte[] sector = new byte[HeaderLayout.SectorSize];
+        await file.ReadZeroPaddedAsync(sector, 0, useAsync, cancellationToken).ConfigureAwait(false);
+        header.WriteTo(sector);
+        await file.WriteAsync(sector, 0, useAsync, cancellationToken).ConfigureAwait(false);
+    }
+
+    private ValueTask LockAllocationAsync(bool useAsync, CancellationToken cancellationToken)
+    {
+        if (useAsync)
+        {
+            return new ValueTask(_allocationLock.WaitAsync(cancellationToken));
+        }
+        _allocationLock.Wait(cancellationToken);
+        return ValueTask.CompletedTask;
+    }
+
+    // ---- flush and close ----
+
+    /// <inheritdoc />
+    protected internal override ValueTask FlushCoreAsync(bool useAsync, CancellationToken cancellationToken) =>
+        IsReadOnly ? ValueTask.CompletedTask : _file.FlushAsync(useAsync, cancellationToken);
+
+    /// <inheritdoc />
+    protected override async ValueTask CloseCoreAsync(bool useAsync)
+    {
+        try
+        {
+            if (!IsReadOnly)
+            {
+                await _file.FlushAsync(useAsync, CancellationToken.None).ConfigureAwait(false);
+                var header = Header;
+                if (_setNeedCheck && header.NeedsCheck)
+                {
+                    // Everything this session wrote is stable: the metadata is consistent again.
+                    header = header with { Features = header.Features & ~QedFeatures.NeedCheck };
+                    await WriteHeaderSectorAsync(_file, header, useAsync, CancellationToken.None).ConfigureAwait(false);
+                    await _file.FlushAsync(useAsync, CancellationToken.None).ConfigureAwait(false);
+                    SetHeader(header);
+                }
+            }
+        }
+        finally
+        {
+            if (_backing is not null && useAsync)
+            {
+                await _backing.DisposeAsync().ConfigureAwait(false);
+            }
+            else
+            {
+                _backing?.Dispose();
+            }
+            _file.Dispose();
+            _allocationLock.Dispose();
+        }
+    }
+
+    private readonly record struct Mapping(BlockState State, long Length, long HostOffset);
+}

@@ -1,0 +1,20 @@
+namespace Qed.Image;
+
+/// <summary>Options for opening an image.</summary>
+public sealed record QedOpenOptions
+{
+    /// <summary>Default capacity of the L2 table cache in bytes.</summary>
+    public const long DefaultL2CacheSize = 32L * 1024 * 1024;
+
+    /// <summary>Open without write access; nothing on disk changes.</summary>
+    public bool ReadOnly { get; init; }
+
+    /// <summary>Bytes of L2 tables to keep cached (at least one table is always kept).</summary>
+    public long L2CacheSize { get; init; } = DefaultL2CacheSize;
+
+    /// <summary>Do not open the backing chain (for info or rebase -u on an image whose backing file is missing).</summary>
+    public bool NoBacking { get; init; }
+
+    /// <summary>Deepest backing chain accepted before the open fails.</summary>
+    public int MaxBackingDepth { get; init; } = 64;
+}
