@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Diagnostics;
 using Qed.Backing;
+using Qed.Check;
 using Qed.Format;
 using Qed.IO;
 using Qed.Tables;
@@ -165,6 +166,11 @@ public sealed class QedImage : BlockDevice
         await file.ReadZeroPaddedAsync(l1, (long)header.L1TableOffset, useAsync, cancellationToken).ConfigureAwait(false);
 
         var image = new QedImage(file, header, geometry, l1, options.L2CacheSize) { BackingFileName = backingName };
+        if (!file.IsReadOnly && header.NeedsCheck && !options.SkipCheckOnOpen)
+        {
+            // A writer left the metadata possibly inconsistent: repair before first use (§8.6).
+            await image.CheckCoreAsync(RepairMode.All, useAsync, cancellationToken).ConfigureAwait(false);
+        }
         if (backingName is not null)
         {
             image.BackingFilePath = BackingChain.Resolve(file.Path, backingName);
@@ -175,6 +181,53 @@ public sealed class QedImage : BlockDevice
             }
         }
         return image;
+    }
+
+    // ---- check ----
+
+    /// <summary>Checks the image's metadata and, with <paramref name="mode"/>, repairs what can be repaired safely (QED-FORMAT.md §8). No other request may use the image meanwhile.</summary>
+    public CheckResult Check(RepairMode mode = RepairMode.None) =>
+        CheckCoreAsync(mode, useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
+
+    /// <inheritdoc cref="Check"/>
+    public ValueTask<CheckResult> CheckAsync(RepairMode mode = RepairMode.None, CancellationToken cancellationToken = default) =>
+        CheckCoreAsync(mode, useAsync: true, cancellationToken);
+
+    private async ValueTask<CheckResult> CheckCoreAsync(RepairMode mode, bool useAsync, CancellationToken cancellationToken)
+    {
+        if (mode != RepairMode.None && IsReadOnly)
+        {
+            throw new QedException($"'{FileName}' is open read-only: a repair needs write access");
+        }
+        await LockAllocationAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var checker = new QedChecker(_file, Header, _geometry, _l1, Volatile.Read(ref _fileEnd));
+            var result = await checker.CheckAsync(mode, useAsync, cancellationToken).ConfigureAwait(false);
+            if (checker.TablesChanged)
+            {
+                _cache.Clear();
+            }
+            if (checker.TruncatedTo >= 0)
+            {
+                Volatile.Write(ref _fileEnd, checker.TruncatedTo);
+            }
+            var header = Header;
+            if (mode != RepairMode.None && header.NeedsCheck && result.Corruptions == 0 && result.CheckErrors == 0)
+            {
+                // Unlike QEMU (§5.7), the bit is cleared only when nothing unfixable remains.
+                await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
+                header = header with { Features = header.Features & ~QedFeatures.NeedCheck };
+                await WriteHeaderSectorAsync(_file, header, useAsync, cancellationToken).ConfigureAwait(false);
+                await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
+                SetHeader(header);
+            }
+            return result;
+        }
+        finally
+        {
+            _allocationLock.Release();
+        }
     }
 
     // ---- reads ----

@@ -15,6 +15,9 @@ public sealed record QedOpenOptions
     /// <summary>Do not open the backing chain (for info or rebase -u on an image whose backing file is missing).</summary>
     public bool NoBacking { get; init; }
 
+    /// <summary>Do not run the automatic check-and-repair that a writable open of an image with the need-check bit does (for <c>qed check</c>, which runs its own).</summary>
+    public bool SkipCheckOnOpen { get; init; }
+
     /// <summary>Deepest backing chain accepted before the open fails.</summary>
     public int MaxBackingDepth { get; init; } = 64;
 }

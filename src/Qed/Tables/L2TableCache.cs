@@ -187,6 +187,22 @@ internal sealed class L2TableCache
         return entry;
     }
 
+    /// <summary>Drops every cached table (after a repair rewrote tables on disk). No entry may be in use.</summary>
+    public void Clear()
+    {
+        lock (_sync)
+        {
+            Debug.Assert(_index.Values.All(e => e.References == 0), "Clear runs only while no request uses a table.");
+            foreach (var entry in _index.Values)
+            {
+                entry.InIndex = false;
+                entry.RecencyNode = null;
+            }
+            _index.Clear();
+            _recency.Clear();
+        }
+    }
+
     private void AddUnsynchronized(L2CacheEntry entry)
     {
         _index.Add(entry.Offset, entry);
