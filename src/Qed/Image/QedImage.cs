@@ -40,6 +40,8 @@ public sealed class QedImage : BlockDevice
     private readonly ulong _headerBytes;
     private readonly byte[] _l1;
     private readonly L2TableCache _cache;
+    private readonly int _sliceBytes;
+    private readonly int _sliceShift;
     private readonly SemaphoreSlim _allocationLock = new(1, 1);
     private readonly object _headerSync = new();
     private readonly Func<L2CacheEntry, bool, CancellationToken, ValueTask> _loadTable;
@@ -48,7 +50,7 @@ public sealed class QedImage : BlockDevice
     private long _fileEnd;
     private bool _setNeedCheck;
 
-    private QedImage(FileAccessor file, QedHeader header, QedGeometry geometry, byte[] l1, long cacheBytes)
+    private QedImage(FileAccessor file, QedHeader header, QedGeometry geometry, byte[] l1, QedOpenOptions options)
     {
         _file = file;
         _header = header;
@@ -56,7 +58,10 @@ public sealed class QedImage : BlockDevice
         _headerBytes = (ulong)header.HeaderSize * header.ClusterSize;
         _l1 = l1;
         _fileEnd = file.GetLength() & ~geometry.ClusterMask;
-        _cache = new L2TableCache((int)Math.Clamp(cacheBytes / geometry.TableBytes, 1, int.MaxValue));
+        // The cache holds slices of L2 tables, so a miss reads only the part of a table it needs.
+        _sliceBytes = Math.Min(options.L2SliceSize, geometry.TableBytes);
+        _sliceShift = System.Numerics.BitOperations.Log2((uint)(_sliceBytes / sizeof(ulong)));
+        _cache = new L2TableCache((int)Math.Clamp(options.L2CacheSize / _sliceBytes, 1, int.MaxValue));
         _loadTable = LoadTableAsync;
     }
 
@@ -88,6 +93,9 @@ public sealed class QedImage : BlockDevice
     public long AllocationEnd => Volatile.Read(ref _fileEnd);
 
     internal L2TableCache Cache => _cache;
+
+    /// <summary>Counters of the L2 table cache.</summary>
+    public L2CacheStatistics CacheStatistics => new(_cache.Hits, _cache.Misses, _cache.Evictions, _cache.Count, _cache.Capacity, _sliceBytes);
 
     /// <inheritdoc />
     public override long Size => (long)Header.ImageSize;
@@ -165,7 +173,7 @@ public sealed class QedImage : BlockDevice
         byte[] l1 = new byte[geometry.TableBytes];
         await file.ReadZeroPaddedAsync(l1, (long)header.L1TableOffset, useAsync, cancellationToken).ConfigureAwait(false);
 
-        var image = new QedImage(file, header, geometry, l1, options.L2CacheSize) { BackingFileName = backingName };
+        var image = new QedImage(file, header, geometry, l1, options) { BackingFileName = backingName };
         if (!file.IsReadOnly && header.NeedsCheck && !options.SkipCheckOnOpen)
         {
             // A writer left the metadata possibly inconsistent: repair before first use (§8.6).
@@ -278,7 +286,7 @@ public sealed class QedImage : BlockDevice
     private async ValueTask<Mapping> MapAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
     {
         int inCluster = _geometry.OffsetInCluster(offset);
-        long pieceLength = Math.Min(length, RoomInTable(offset));
+        long pieceLength = Math.Min(length, RoomInSlice(offset));
         int l1Index = _geometry.L1Index(offset);
         ulong tableOffset = TableEntry.Read(_l1, l1Index);
         if (tableOffset == 0)
@@ -287,10 +295,10 @@ public sealed class QedImage : BlockDevice
         }
         ValidateTableOffset(tableOffset, l1Index);
 
-        var table = await _cache.GetAsync(tableOffset, _geometry.TableBytes, _loadTable, useAsync, cancellationToken).ConfigureAwait(false);
+        var table = await GetSliceAsync(tableOffset, offset, useAsync, cancellationToken).ConfigureAwait(false);
         try
         {
-            int first = _geometry.L2Index(offset);
+            int first = IndexInSlice(offset);
             int wanted = (int)_geometry.ClustersFor(inCluster + pieceLength);
             ulong entry = table[first];
             int run = 1;
@@ -304,7 +312,7 @@ public sealed class QedImage : BlockDevice
                 return new Mapping(state, Math.Min(pieceLength, ((long)run << _geometry.ClusterBits) - inCluster), -1);
             }
 
-            ValidateDataOffset(entry, tableOffset, first);
+            ValidateDataOffset(entry, tableOffset, _geometry.L2Index(offset));
             while (run < wanted)
             {
                 ulong next = table[first + run];
@@ -323,7 +331,21 @@ public sealed class QedImage : BlockDevice
         }
     }
 
-    private long RoomInTable(long offset) => _geometry.L2Span - (offset & (_geometry.L2Span - 1));
+    /// <summary>Guest bytes from <paramref name="offset"/> to the end of the span mapped by its L2 slice.</summary>
+    private long RoomInSlice(long offset)
+    {
+        long span = 1L << (_sliceShift + _geometry.ClusterBits);
+        return span - (offset & (span - 1));
+    }
+
+    /// <summary>Index of the entry for <paramref name="offset"/> inside its slice.</summary>
+    private int IndexInSlice(long offset) => _geometry.L2Index(offset) & ((1 << _sliceShift) - 1);
+
+    /// <summary>File offset of the slice of the table at <paramref name="tableOffset"/> that maps <paramref name="offset"/>.</summary>
+    private ulong SliceOffset(ulong tableOffset, long offset) => tableOffset + (ulong)((_geometry.L2Index(offset) >> _sliceShift) * _sliceBytes);
+
+    private ValueTask<L2CacheEntry> GetSliceAsync(ulong tableOffset, long offset, bool useAsync, CancellationToken cancellationToken) =>
+        _cache.GetAsync(SliceOffset(tableOffset, offset), _sliceBytes, _loadTable, useAsync, cancellationToken);
 
     private async ValueTask LoadTableAsync(L2CacheEntry entry, bool useAsync, CancellationToken cancellationToken) =>
         await _file.ReadZeroPaddedAsync(entry.Table, (long)entry.Offset, useAsync, cancellationToken).ConfigureAwait(false);
@@ -378,11 +400,10 @@ public sealed class QedImage : BlockDevice
         try
         {
             int inCluster = _geometry.OffsetInCluster(offset);
-            long pieceLength = Math.Min(source.Length, RoomInTable(offset));
+            long pieceLength = Math.Min(source.Length, RoomInSlice(offset));
             int wanted = (int)_geometry.ClustersFor(inCluster + pieceLength);
-            int l1Index = _geometry.L1Index(offset);
-            int first = _geometry.L2Index(offset);
-            table = await GetTableForUpdateAsync(l1Index, useAsync, cancellationToken).ConfigureAwait(false);
+            int first = IndexInSlice(offset);
+            table = await GetSliceForUpdateAsync(offset, useAsync, cancellationToken).ConfigureAwait(false);
 
             int count = wanted;
             ulong firstState = TableEntry.Unallocated, lastState = TableEntry.Unallocated;
@@ -409,7 +430,7 @@ public sealed class QedImage : BlockDevice
             {
                 await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
             }
-            await SetEntriesAsync(table, l1Index, first, count, (ulong)clusters, (ulong)_geometry.ClusterSize, useAsync, cancellationToken).ConfigureAwait(false);
+            await SetEntriesAsync(table, offset, count, (ulong)clusters, (ulong)_geometry.ClusterSize, useAsync, cancellationToken).ConfigureAwait(false);
             return length;
         }
         finally
@@ -555,10 +576,9 @@ public sealed class QedImage : BlockDevice
         L2CacheEntry? table = null;
         try
         {
-            int l1Index = _geometry.L1Index(offset);
-            int first = _geometry.L2Index(offset);
-            int wanted = (int)(Math.Min(length, RoomInTable(offset)) >> _geometry.ClusterBits);
-            table = await GetTableForUpdateAsync(l1Index, useAsync, cancellationToken).ConfigureAwait(false);
+            int first = IndexInSlice(offset);
+            int wanted = (int)(Math.Min(length, RoomInSlice(offset)) >> _geometry.ClusterBits);
+            table = await GetSliceForUpdateAsync(offset, useAsync, cancellationToken).ConfigureAwait(false);
             int count = wanted;
             if (table is not null)
             {
@@ -573,7 +593,7 @@ public sealed class QedImage : BlockDevice
                     return 0;
                 }
             }
-            await SetEntriesAsync(table, l1Index, first, count, TableEntry.Zero, 0, useAsync, cancellationToken).ConfigureAwait(false);
+            await SetEntriesAsync(table, offset, count, TableEntry.Zero, 0, useAsync, cancellationToken).ConfigureAwait(false);
             return (long)count << _geometry.ClusterBits;
         }
         finally
@@ -588,39 +608,45 @@ public sealed class QedImage : BlockDevice
 
     // ---- metadata updates (allocation lock held) ----
 
-    /// <summary>The L2 table under <paramref name="l1Index"/> with a reference taken, or null when the L1 entry is empty.</summary>
-    private async ValueTask<L2CacheEntry?> GetTableForUpdateAsync(int l1Index, bool useAsync, CancellationToken cancellationToken)
+    /// <summary>The L2 slice that maps <paramref name="offset"/> with a reference taken, or null when its L1 entry is empty.</summary>
+    private async ValueTask<L2CacheEntry?> GetSliceForUpdateAsync(long offset, bool useAsync, CancellationToken cancellationToken)
     {
+        int l1Index = _geometry.L1Index(offset);
         ulong tableOffset = TableEntry.Read(_l1, l1Index);
         if (tableOffset == 0)
         {
             return null;
         }
         ValidateTableOffset(tableOffset, l1Index);
-        return await _cache.GetAsync(tableOffset, _geometry.TableBytes, _loadTable, useAsync, cancellationToken).ConfigureAwait(false);
+        return await GetSliceAsync(tableOffset, offset, useAsync, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Sets entries <paramref name="first"/>..+<paramref name="count"/> to <c>value + i * step</c>, in the existing <paramref name="table"/> or in a new one.</summary>
-    private async ValueTask SetEntriesAsync(L2CacheEntry? table, int l1Index, int first, int count, ulong value, ulong step, bool useAsync, CancellationToken cancellationToken)
+    /// <summary>Sets the <paramref name="count"/> entries from the one mapping <paramref name="offset"/> to <c>value + i * step</c>, in the existing <paramref name="slice"/> or in a new table.</summary>
+    private async ValueTask SetEntriesAsync(L2CacheEntry? slice, long offset, int count, ulong value, ulong step, bool useAsync, CancellationToken cancellationToken)
     {
-        if (table is not null)
+        if (slice is not null)
         {
-            await UpdateTableBlocksAsync(table.Table, (long)table.Offset, first, count, value, step, useAsync, cancellationToken).ConfigureAwait(false);
+            await UpdateTableBlocksAsync(slice.Table, (long)slice.Offset, IndexInSlice(offset), count, value, step, useAsync, cancellationToken).ConfigureAwait(false);
             return;
         }
 
+        int first = _geometry.L2Index(offset);
         long tableOffset = Reserve(_geometry.TableBytes);
-        var created = new L2CacheEntry((ulong)tableOffset, new byte[_geometry.TableBytes]) { References = 1 };
+        byte[] table = new byte[_geometry.TableBytes];
         for (int i = 0; i < count; i++)
         {
-            TableEntry.Write(created.Table, first + i, value + (ulong)i * step);
+            TableEntry.Write(table, first + i, value + (ulong)i * step);
         }
-        await _file.WriteAsync(created.Table, tableOffset, useAsync, cancellationToken).ConfigureAwait(false);
+        await _file.WriteAsync(table, tableOffset, useAsync, cancellationToken).ConfigureAwait(false);
         // The table must be stable before the L1 entry can point at it.
         await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
+
+        // Publish the slice this request changed; the others load from disk on demand.
+        int sliceStart = first >> _sliceShift << _sliceShift;
+        var created = new L2CacheEntry(SliceOffset((ulong)tableOffset, offset), table.AsSpan(sliceStart * sizeof(ulong), _sliceBytes).ToArray()) { References = 1 };
         created.MarkReady();
         _cache.Release(_cache.Insert(created));
-        await UpdateTableBlocksAsync(_l1, (long)_header.L1TableOffset, l1Index, 1, (ulong)tableOffset, 0, useAsync, cancellationToken).ConfigureAwait(false);
+        await UpdateTableBlocksAsync(_l1, (long)Header.L1TableOffset, _geometry.L1Index(offset), 1, (ulong)tableOffset, 0, useAsync, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Writes the 512-byte blocks of a table that hold the changed entries, from a patched copy, then applies the change in memory.</summary>
