@@ -32,6 +32,10 @@ internal sealed class BackingChain
     /// <summary>Opens one backing file read-only, as <paramref name="format"/> or probed when null, with its own chain below it.</summary>
     public async ValueTask<BlockDevice> OpenBackingAsync(string path, string? format, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
+        if (path.Contains('\0', StringComparison.Ordinal))
+        {
+            throw new QedBackingFileException($"Could not open backing file: its name '{path.Replace("\0", "\\0", StringComparison.Ordinal)}' contains a NUL byte");
+        }
         string full = Path.GetFullPath(path);
         if (_visited.Contains(full))
         {

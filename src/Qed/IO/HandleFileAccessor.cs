@@ -30,7 +30,7 @@ internal sealed class HandleFileAccessor : FileAccessor
             var handle = File.OpenHandle(path, FileMode.Open, readOnly ? FileAccess.Read : FileAccess.ReadWrite, FileShare.ReadWrite | FileShare.Delete, FileOptions.None);
             return new HandleFileAccessor(handle, path, readOnly);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException && e is not QedException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException && e is not QedException)
         {
             throw new QedException($"Could not open '{path}': {DescribeOpenError(e)}", e);
         }
@@ -48,7 +48,7 @@ internal sealed class HandleFileAccessor : FileAccessor
             var handle = File.OpenHandle(path, FileMode.Create, FileAccess.ReadWrite, FileShare.Read, FileOptions.None);
             return new HandleFileAccessor(handle, path, readOnly: false);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException && e is not QedException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException && e is not QedException)
         {
             throw new QedException($"Could not create '{path}': {DescribeOpenError(e)}", e);
         }

@@ -1,0 +1,46 @@
+using Qed.Image;
+using Qed.Tests.Infrastructure;
+
+namespace Qed.Tests.Fuzz;
+
+/// <summary>Real images to mutate: made by qemu-img/qemu-io and by our engine, small enough to fuzz fast.</summary>
+internal static class FuzzSeeds
+{
+    /// <summary>Builds the seed images in <paramref name="dir"/> (with a raw file some of them name as backing) and returns their bytes.</summary>
+    public static List<(string Name, byte[] Bytes)> Build(TempDirectory dir)
+    {
+        var seeds = new List<(string, byte[])>();
+        File.WriteAllBytes(dir.File("base.raw"), Enumerable.Range(0, 300_000).Select(i => (byte)(i * 7)).ToArray());
+
+        Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", "-o", "cluster_size=4096,table_size=2", "q-4k.qed", "16M");
+        Tools.QemuIo(dir.Path, "qed", "q-4k.qed", "write -P 0x11 0 4k", "write -P 0x22 6k 1k", "write -P 0x33 5M 12k", "write -P 0x44 15M 4k");
+        seeds.Add(("q-4k.qed", File.ReadAllBytes(dir.File("q-4k.qed"))));
+
+        Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", "-o", "cluster_size=4096,table_size=2", "-b", "base.raw", "-F", "raw", "q-back.qed", "2M");
+        Tools.QemuIo(dir.Path, "qed", "q-back.qed", "write -P 0x77 4k 2k", "write -z 64k 8k");
+        seeds.Add(("q-back.qed", File.ReadAllBytes(dir.File("q-back.qed"))));
+
+        Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", "q-64k.qed", "8M");
+        Tools.QemuIo(dir.Path, "qed", "q-64k.qed", "write -P 0x55 0 64k", "write -P 0x66 1M 100k");
+        seeds.Add(("q-64k.qed", File.ReadAllBytes(dir.File("q-64k.qed"))));
+
+        string ours = dir.File("o-4k.qed");
+        QedImage.Create(ours, new QedCreateOptions { Size = 12 << 20, ClusterSize = 4096, TableSize = 2, BackingFile = "base.raw", BackingFormat = "raw" });
+        using (var image = QedImage.Open(ours))
+        {
+            image.Write(new byte[5000], 3000);
+            image.Write(Enumerable.Repeat((byte)9, 9000).ToArray(), 4 << 20);
+            image.WriteZeroes(8 << 20, 16384);
+        }
+        seeds.Add(("o-4k.qed", File.ReadAllBytes(ours)));
+
+        string ts1 = dir.File("o-ts1.qed");
+        QedImage.Create(ts1, new QedCreateOptions { Size = 1 << 20, ClusterSize = 4096, TableSize = 1 });
+        using (var image = QedImage.Open(ts1))
+        {
+            image.Write(Enumerable.Repeat((byte)3, 10000).ToArray(), 100);
+        }
+        seeds.Add(("o-ts1.qed", File.ReadAllBytes(ts1)));
+        return seeds;
+    }
+}
