@@ -28,12 +28,18 @@ namespace Qed.Image;
 /// flush, publish it in the cache, then write the L1 block that points at it.</item>
 /// </list>
 /// A crash between any two steps leaves at worst leaked clusters, never an entry pointing at garbage.
-/// Reads and in-place writes take no lock: entries are read atomically, and an entry only ever changes
-/// from "not allocated" to a cluster whose data is already written.
+/// Locking: allocations take the gate of their L2 table's stripe (by L1 index), so allocations under
+/// different tables run concurrently while two requests for one table serialize and the second looks up
+/// again; the allocation pointer moves atomically; L1 block updates and header rewrites each have their own
+/// gate, since two tables' L1 entries can share a 512-byte block. Reads and in-place writes take no lock:
+/// entries are read atomically, and an entry only ever changes from "not allocated" to a cluster whose data
+/// is already written, after its table block reached the file. That is enough: a completed write is visible
+/// to every later read, no entry points at unwritten data, and no two allocations share a cluster.
 /// </remarks>
 public sealed class QedImage : BlockDevice
 {
     private const int CombinedWriteLimit = 1 << 20;
+    private const int TableGateStripes = 64;
 
     private readonly FileAccessor _file;
     private readonly QedGeometry _geometry;
@@ -42,7 +48,12 @@ public sealed class QedImage : BlockDevice
     private readonly L2TableCache _cache;
     private readonly int _sliceBytes;
     private readonly int _sliceShift;
-    private readonly SemaphoreSlim _allocationLock = new(1, 1);
+    /// <summary>Stripes of allocation gates, by L1 index: allocations under different L2 tables run concurrently.</summary>
+    private readonly AsyncGate[] _tableGates = Enumerable.Range(0, TableGateStripes).Select(_ => new AsyncGate()).ToArray();
+    /// <summary>Serializes read-patch-write of L1 blocks (two tables' entries may share a 512-byte block).</summary>
+    private readonly AsyncGate _l1Gate = new();
+    /// <summary>Serializes header rewrites (need-check bit).</summary>
+    private readonly AsyncGate _headerGate = new();
     private readonly object _headerSync = new();
     private readonly Func<L2CacheEntry, bool, CancellationToken, ValueTask> _loadTable;
     private BlockDevice? _backing;
@@ -207,7 +218,11 @@ public sealed class QedImage : BlockDevice
         {
             throw new QedException($"'{FileName}' is open read-only: a repair needs write access");
         }
-        await LockAllocationAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        // The check needs the metadata still: no allocation may run while it does.
+        foreach (var gate in _tableGates)
+        {
+            await gate.EnterAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        }
         try
         {
             var checker = new QedChecker(_file, Header, _geometry, _l1, Volatile.Read(ref _fileEnd));
@@ -234,7 +249,10 @@ public sealed class QedImage : BlockDevice
         }
         finally
         {
-            _allocationLock.Release();
+            foreach (var gate in _tableGates)
+            {
+                gate.Exit();
+            }
         }
     }
 
@@ -395,7 +413,8 @@ public sealed class QedImage : BlockDevice
     /// <summary>Allocates the run of unallocated or zero clusters at <paramref name="offset"/> and writes the payload into it; returns the bytes written, 0 when the cluster turned out to be allocated meanwhile.</summary>
     private async ValueTask<int> AllocatingWriteAsync(ReadOnlyMemory<byte> source, long offset, bool useAsync, CancellationToken cancellationToken)
     {
-        await LockAllocationAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        var gate = TableGate(offset);
+        await gate.EnterAsync(useAsync, cancellationToken).ConfigureAwait(false);
         L2CacheEntry? table = null;
         try
         {
@@ -439,7 +458,7 @@ public sealed class QedImage : BlockDevice
             {
                 _cache.Release(table);
             }
-            _allocationLock.Release();
+            gate.Exit();
         }
     }
 
@@ -572,7 +591,8 @@ public sealed class QedImage : BlockDevice
     /// <summary>Turns the unallocated clusters of a whole-cluster range into zero clusters; returns the bytes handled.</summary>
     private async ValueTask<long> MarkZeroClustersAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
     {
-        await LockAllocationAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        var gate = TableGate(offset);
+        await gate.EnterAsync(useAsync, cancellationToken).ConfigureAwait(false);
         L2CacheEntry? table = null;
         try
         {
@@ -602,7 +622,7 @@ public sealed class QedImage : BlockDevice
             {
                 _cache.Release(table);
             }
-            _allocationLock.Release();
+            gate.Exit();
         }
     }
 
@@ -646,7 +666,15 @@ public sealed class QedImage : BlockDevice
         var created = new L2CacheEntry(SliceOffset((ulong)tableOffset, offset), table.AsSpan(sliceStart * sizeof(ulong), _sliceBytes).ToArray()) { References = 1 };
         created.MarkReady();
         _cache.Release(_cache.Insert(created));
-        await UpdateTableBlocksAsync(_l1, (long)Header.L1TableOffset, _geometry.L1Index(offset), 1, (ulong)tableOffset, 0, useAsync, cancellationToken).ConfigureAwait(false);
+        await _l1Gate.EnterAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await UpdateTableBlocksAsync(_l1, (long)Header.L1TableOffset, _geometry.L1Index(offset), 1, (ulong)tableOffset, 0, useAsync, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _l1Gate.Exit();
+        }
     }
 
     /// <summary>Writes the 512-byte blocks of a table that hold the changed entries, from a patched copy, then applies the change in memory.</summary>
@@ -678,29 +706,39 @@ public sealed class QedImage : BlockDevice
     /// <summary>Takes <paramref name="bytes"/> from the end of the file; the pointer never moves back, so a failed write only leaks.</summary>
     private long Reserve(long bytes)
     {
-        Debug.Assert(_allocationLock.CurrentCount == 0, "Allocation happens under the allocation lock.");
-        long start = _fileEnd;
-        if (start > long.MaxValue - bytes)
+        long end = Interlocked.Add(ref _fileEnd, bytes);
+        if (end < 0)
         {
-            throw new QedException($"'{FileName}' cannot grow past {start} bytes");
+            throw new QedException($"'{FileName}' cannot grow past {long.MaxValue} bytes");
         }
-        Volatile.Write(ref _fileEnd, start + bytes);
-        return start;
+        return end - bytes;
     }
 
     private async ValueTask MarkNeedCheckAsync(bool useAsync, CancellationToken cancellationToken)
     {
-        var header = Header;
-        if (header.HasBackingFile || header.NeedsCheck)
+        if (Header.HasBackingFile || Header.NeedsCheck)
         {
             return;
         }
-        // Flushed before the first allocation (QEMU does not flush here: QED-FORMAT.md §5.6).
-        header = header with { Features = header.Features | QedFeatures.NeedCheck };
-        await WriteHeaderSectorAsync(_file, header, useAsync, cancellationToken).ConfigureAwait(false);
-        await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
-        SetHeader(header);
-        _setNeedCheck = true;
+        await _headerGate.EnterAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var header = Header;
+            if (header.NeedsCheck)
+            {
+                return;
+            }
+            // Flushed before the first allocation (QEMU does not flush here: QED-FORMAT.md §5.6).
+            header = header with { Features = header.Features | QedFeatures.NeedCheck };
+            await WriteHeaderSectorAsync(_file, header, useAsync, cancellationToken).ConfigureAwait(false);
+            await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
+            SetHeader(header);
+            _setNeedCheck = true;
+        }
+        finally
+        {
+            _headerGate.Exit();
+        }
     }
 
     private void SetHeader(QedHeader header)
@@ -720,15 +758,7 @@ public sealed class QedImage : BlockDevice
         await file.WriteAsync(sector, 0, useAsync, cancellationToken).ConfigureAwait(false);
     }
 
-    private ValueTask LockAllocationAsync(bool useAsync, CancellationToken cancellationToken)
-    {
-        if (useAsync)
-        {
-            return new ValueTask(_allocationLock.WaitAsync(cancellationToken));
-        }
-        _allocationLock.Wait(cancellationToken);
-        return ValueTask.CompletedTask;
-    }
+    private AsyncGate TableGate(long offset) => _tableGates[_geometry.L1Index(offset) & (TableGateStripes - 1)];
 
     // ---- flush and close ----
 
@@ -766,7 +796,12 @@ public sealed class QedImage : BlockDevice
                 _backing?.Dispose();
             }
             _file.Dispose();
-            _allocationLock.Dispose();
+            foreach (var gate in _tableGates)
+            {
+                gate.Dispose();
+            }
+            _l1Gate.Dispose();
+            _headerGate.Dispose();
         }
     }
 
