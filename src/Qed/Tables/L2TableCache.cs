@@ -3,12 +3,14 @@ using System.Diagnostics;
 namespace Qed.Tables;
 
 /// <summary>
-/// The L2 table cache: tables looked up by file offset, counted by reference, evicted least recently used.
+/// The L2 table cache: pieces of L2 tables ("slices", 4 KiB by default, or whole tables) looked up by file
+/// offset, counted by reference, evicted least recently used. The cache does not care how large an entry is;
+/// the image decides the slice size and the capacity in entries (bytes / slice size).
 /// </summary>
 /// <remarks>
 /// Algorithm:
 /// <list type="number">
-/// <item>A dictionary maps a table's file offset to its entry (O(1) lookup); a linked list orders the
+/// <item>A dictionary maps a slice's file offset to its entry (O(1) lookup); a linked list orders the
 /// entries from least to most recently used. A hit moves the entry to the most-recent end.</item>
 /// <item>Every request that uses a table holds a reference from <see cref="GetAsync"/> or
 /// <see cref="Find"/> until <see cref="Release"/>. An entry with references is never evicted, so an
