@@ -1,1 +1,122 @@
-internal static class Program { private static int Main(string[] args) => 0; }
+using System.Reflection;
+using Qed.Cli.CommandLine;
+using Qed.Cli.Commands;
+
+namespace Qed.Cli;
+
+/// <summary>Entry point of <c>qed</c>, a qemu-img-like tool for QED images.</summary>
+public static class Program
+{
+    /// <summary>The program name used in messages (<c>qed: ...</c>).</summary>
+    internal const string Name = "qed";
+
+    private static readonly Dictionary<string, Func<IReadOnlyList<string>, CommandContext, int>> s_commands = new(StringComparer.Ordinal)
+    {
+        ["create"] = CreateCommand.Run,
+        ["info"] = InfoCommand.Run,
+        ["convert"] = ConvertCommand.Run,
+        ["io"] = IoCommand.Run,
+    };
+
+    private static int Main(string[] args)
+    {
+        // Buffered writers: per-line console flushes would dominate short commands.
+        using var stdout = new StreamWriter(Console.OpenStandardOutput(), bufferSize: 1 << 16) { NewLine = "\n", AutoFlush = false };
+        using var stderr = new StreamWriter(Console.OpenStandardError()) { NewLine = "\n", AutoFlush = true };
+        return Run(args, stdout, stderr);
+    }
+
+    /// <summary>Runs one <c>qed</c> command line and returns the exit status; everything goes to the given writers.</summary>
+    /// <param name="args">The arguments after the program name, e.g. <c>["info", "--output=json", "a.qed"]</c>.</param>
+    /// <param name="stdout">Receives the normal output.</param>
+    /// <param name="stderr">Receives error messages, each one line starting with <c>qed: </c>.</param>
+    /// <returns>0 on success, 1 on any failure (as qemu-img and qemu-io).</returns>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        ArgumentNullException.ThrowIfNull(stdout);
+        ArgumentNullException.ThrowIfNull(stderr);
+        var context = new CommandContext(stdout, stderr);
+        try
+        {
+            return Dispatch(args, context);
+        }
+        catch (GetOptException e)
+        {
+            string message = e.Error == GetOptError.MissingArgument
+                ? $"missing argument for option '{e.Argument}'"
+                : $"unrecognized option '{e.Argument}'";
+            return context.UsageError(message);
+        }
+        catch (UsageException e)
+        {
+            return context.UsageError(e.Message);
+        }
+        catch (Exception e) when (IsReportable(e))
+        {
+            return context.Error(Describe(e));
+        }
+        finally
+        {
+            FlushQuietly(stdout);
+            FlushQuietly(stderr);
+        }
+    }
+
+    /// <summary>Flushes a writer whose reader may be gone (<c>qed info x | head -1</c>); there is nobody left to tell.</summary>
+    private static void FlushQuietly(TextWriter writer)
+    {
+        try
+        {
+            writer.Flush();
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    private static int Dispatch(string[] args, CommandContext context)
+    {
+        if (args.Length == 0)
+        {
+            throw new UsageException("Not enough arguments");
+        }
+        string command = args[0];
+        switch (command)
+        {
+            case "-h" or "--help" or "help":
+                HelpText.Write(context.Out);
+                return 0;
+            case "-V" or "--version" or "version":
+                context.Out.WriteLine($"{Name} version {Version}");
+                return 0;
+        }
+        if (command.StartsWith('-'))
+        {
+            throw new GetOptException(GetOptError.Unrecognized, command, null);
+        }
+        if (!s_commands.TryGetValue(command, out var run))
+        {
+            throw new UsageException($"Command not found: {command}");
+        }
+        return run(args[1..], context);
+    }
+
+    private static string Version =>
+        typeof(Program).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0]
+        ?? typeof(Program).Assembly.GetName().Version?.ToString()
+        ?? "0";
+
+    /// <summary>The failures a user can cause (bad files, bad arguments, I/O errors); anything else is a bug and keeps its stack trace.</summary>
+    private static bool IsReportable(Exception e) =>
+        e is CliException or QedException or IOException or UnauthorizedAccessException or ArgumentException or FormatException or NotSupportedException;
+
+    /// <summary>The one-line message for a failure.</summary>
+    internal static string Describe(Exception e)
+    {
+        string message = e is ArgumentException argument && argument.ParamName is not null
+            ? argument.Message.Replace($" (Parameter '{argument.ParamName}')", "", StringComparison.Ordinal)
+            : e.Message;
+        return message.ReplaceLineEndings(" ").Trim();
+    }
+}

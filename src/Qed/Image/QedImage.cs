@@ -365,6 +365,12 @@ public sealed class QedImage : BlockDevice
     private ValueTask<L2CacheEntry> GetSliceAsync(ulong tableOffset, long offset, bool useAsync, CancellationToken cancellationToken) =>
         _cache.GetAsync(SliceOffset(tableOffset, offset), _sliceBytes, _loadTable, useAsync, cancellationToken);
 
+    private ValueTask<L2CacheEntry> GetSliceAsync(ulong tableOffset, int sliceNumber, bool useAsync, CancellationToken cancellationToken) =>
+        _cache.GetAsync(tableOffset + (ulong)sliceNumber * (ulong)_sliceBytes, _sliceBytes, _loadTable, useAsync, cancellationToken);
+
+    /// <summary>Guest bytes from <paramref name="offset"/> to the end of the span its L2 table maps.</summary>
+    private long RoomInTable(long offset) => _geometry.L2Span - (offset & (_geometry.L2Span - 1));
+
     private async ValueTask LoadTableAsync(L2CacheEntry entry, bool useAsync, CancellationToken cancellationToken) =>
         await _file.ReadZeroPaddedAsync(entry.Table, (long)entry.Offset, useAsync, cancellationToken).ConfigureAwait(false);
 
@@ -410,54 +416,42 @@ public sealed class QedImage : BlockDevice
         }
     }
 
-    /// <summary>Allocates the run of unallocated or zero clusters at <paramref name="offset"/> and writes the payload into it; returns the bytes written, 0 when the cluster turned out to be allocated meanwhile.</summary>
+    /// <summary>Allocates the run of unallocated or zero clusters at <paramref name="offset"/> (up to the end of its L2 table, contiguous in the file as QEMU lays it out) and writes the payload into it; returns the bytes written, 0 when the cluster turned out to be allocated meanwhile.</summary>
     private async ValueTask<int> AllocatingWriteAsync(ReadOnlyMemory<byte> source, long offset, bool useAsync, CancellationToken cancellationToken)
     {
         var gate = TableGate(offset);
         await gate.EnterAsync(useAsync, cancellationToken).ConfigureAwait(false);
-        L2CacheEntry? table = null;
+        var slices = new List<L2CacheEntry>(2);
         try
         {
             int inCluster = _geometry.OffsetInCluster(offset);
-            long pieceLength = Math.Min(source.Length, RoomInSlice(offset));
+            long pieceLength = Math.Min(source.Length, RoomInTable(offset));
             int wanted = (int)_geometry.ClustersFor(inCluster + pieceLength);
-            int first = IndexInSlice(offset);
-            table = await GetSliceForUpdateAsync(offset, useAsync, cancellationToken).ConfigureAwait(false);
-
-            int count = wanted;
-            ulong firstState = TableEntry.Unallocated, lastState = TableEntry.Unallocated;
-            if (table is not null)
+            ulong tableOffset = ValidatedTableOffset(offset);
+            var run = (Count: wanted, FirstState: TableEntry.Unallocated, LastState: TableEntry.Unallocated);
+            if (tableOffset != 0)
             {
-                count = 0;
-                while (count < wanted && table[first + count] is TableEntry.Unallocated or TableEntry.Zero)
-                {
-                    count++;
-                }
-                if (count == 0)
+                run = await CollectRunAsync(tableOffset, offset, wanted, unallocatedOnly: false, slices, useAsync, cancellationToken).ConfigureAwait(false);
+                if (run.Count == 0)
                 {
                     return 0;
                 }
-                firstState = table[first];
-                lastState = table[first + count - 1];
             }
 
-            int length = (int)Math.Min(pieceLength, ((long)count << _geometry.ClusterBits) - inCluster);
-            long clusters = Reserve((long)count << _geometry.ClusterBits);
+            int length = (int)Math.Min(pieceLength, ((long)run.Count << _geometry.ClusterBits) - inCluster);
+            long clusters = Reserve((long)run.Count << _geometry.ClusterBits);
             await MarkNeedCheckAsync(useAsync, cancellationToken).ConfigureAwait(false);
-            await WriteNewClustersAsync(clusters, offset, source[..length], count, firstState, lastState, useAsync, cancellationToken).ConfigureAwait(false);
+            await WriteNewClustersAsync(clusters, offset, source[..length], run.Count, run.FirstState, run.LastState, useAsync, cancellationToken).ConfigureAwait(false);
             if (Header.HasBackingFile)
             {
                 await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
             }
-            await SetEntriesAsync(table, offset, count, (ulong)clusters, (ulong)_geometry.ClusterSize, useAsync, cancellationToken).ConfigureAwait(false);
+            await SetEntriesAsync(tableOffset, slices, offset, run.Count, (ulong)clusters, (ulong)_geometry.ClusterSize, useAsync, cancellationToken).ConfigureAwait(false);
             return length;
         }
         finally
         {
-            if (table is not null)
-            {
-                _cache.Release(table);
-            }
+            ReleaseAll(slices);
             gate.Exit();
         }
     }
@@ -593,91 +587,158 @@ public sealed class QedImage : BlockDevice
     {
         var gate = TableGate(offset);
         await gate.EnterAsync(useAsync, cancellationToken).ConfigureAwait(false);
-        L2CacheEntry? table = null;
+        var slices = new List<L2CacheEntry>(2);
         try
         {
-            int first = IndexInSlice(offset);
-            int wanted = (int)(Math.Min(length, RoomInSlice(offset)) >> _geometry.ClusterBits);
-            table = await GetSliceForUpdateAsync(offset, useAsync, cancellationToken).ConfigureAwait(false);
+            int wanted = (int)(Math.Min(length, RoomInTable(offset)) >> _geometry.ClusterBits);
+            ulong tableOffset = ValidatedTableOffset(offset);
             int count = wanted;
-            if (table is not null)
+            if (tableOffset != 0)
             {
-                count = 0;
-                while (count < wanted && table[first + count] == TableEntry.Unallocated)
-                {
-                    count++;
-                }
+                count = (await CollectRunAsync(tableOffset, offset, wanted, unallocatedOnly: true, slices, useAsync, cancellationToken).ConfigureAwait(false)).Count;
                 if (count == 0)
                 {
                     // Allocated or zero meanwhile: let the caller look again.
                     return 0;
                 }
             }
-            await SetEntriesAsync(table, offset, count, TableEntry.Zero, 0, useAsync, cancellationToken).ConfigureAwait(false);
+            await SetEntriesAsync(tableOffset, slices, offset, count, TableEntry.Zero, 0, useAsync, cancellationToken).ConfigureAwait(false);
             return (long)count << _geometry.ClusterBits;
         }
         finally
         {
-            if (table is not null)
-            {
-                _cache.Release(table);
-            }
+            ReleaseAll(slices);
             gate.Exit();
         }
     }
 
     // ---- metadata updates (allocation lock held) ----
 
-    /// <summary>The L2 slice that maps <paramref name="offset"/> with a reference taken, or null when its L1 entry is empty.</summary>
-    private async ValueTask<L2CacheEntry?> GetSliceForUpdateAsync(long offset, bool useAsync, CancellationToken cancellationToken)
+    /// <summary>The L1 entry for <paramref name="offset"/>: 0 when no L2 table exists, else a validated table offset.</summary>
+    private ulong ValidatedTableOffset(long offset)
     {
         int l1Index = _geometry.L1Index(offset);
         ulong tableOffset = TableEntry.Read(_l1, l1Index);
-        if (tableOffset == 0)
+        if (tableOffset != 0)
         {
-            return null;
+            ValidateTableOffset(tableOffset, l1Index);
         }
-        ValidateTableOffset(tableOffset, l1Index);
-        return await GetSliceAsync(tableOffset, offset, useAsync, cancellationToken).ConfigureAwait(false);
+        return tableOffset;
     }
 
-    /// <summary>Sets the <paramref name="count"/> entries from the one mapping <paramref name="offset"/> to <c>value + i * step</c>, in the existing <paramref name="slice"/> or in a new table.</summary>
-    private async ValueTask SetEntriesAsync(L2CacheEntry? slice, long offset, int count, ulong value, ulong step, bool useAsync, CancellationToken cancellationToken)
+    /// <summary>
+    /// Counts the entries from the one mapping <paramref name="offset"/> that an allocation may take (unallocated or
+    /// zero; only unallocated when <paramref name="unallocatedOnly"/>), at most <paramref name="wanted"/>, adding every
+    /// slice it reads, in order and with a reference held, to <paramref name="slices"/>.
+    /// </summary>
+    private async ValueTask<(int Count, ulong FirstState, ulong LastState)> CollectRunAsync(ulong tableOffset, long offset, int wanted, bool unallocatedOnly, List<L2CacheEntry> slices, bool useAsync, CancellationToken cancellationToken)
     {
-        if (slice is not null)
+        int first = _geometry.L2Index(offset);
+        int mask = (1 << _sliceShift) - 1;
+        ulong firstState = TableEntry.Unallocated, lastState = TableEntry.Unallocated;
+        int count = 0;
+        while (count < wanted)
         {
-            await UpdateTableBlocksAsync(slice.Table, (long)slice.Offset, IndexInSlice(offset), count, value, step, useAsync, cancellationToken).ConfigureAwait(false);
+            int index = first + count;
+            int slice = (index >> _sliceShift) - (first >> _sliceShift);
+            if (slice == slices.Count)
+            {
+                slices.Add(await GetSliceAsync(tableOffset, index >> _sliceShift, useAsync, cancellationToken).ConfigureAwait(false));
+            }
+            ulong entry = slices[slice][index & mask];
+            if (entry != TableEntry.Unallocated && (unallocatedOnly || entry != TableEntry.Zero))
+            {
+                break;
+            }
+            firstState = count == 0 ? entry : firstState;
+            lastState = entry;
+            count++;
+        }
+        return (count, firstState, lastState);
+    }
+
+    private void ReleaseAll(List<L2CacheEntry> slices)
+    {
+        foreach (var slice in slices)
+        {
+            _cache.Release(slice);
+        }
+    }
+
+    /// <summary>
+    /// Sets the <paramref name="count"/> entries from the one mapping <paramref name="offset"/> to <c>value + i * step</c>:
+    /// in the existing table at <paramref name="tableOffset"/>, whose slices covering the run are <paramref name="slices"/>,
+    /// or, when <paramref name="tableOffset"/> is 0, in a new table.
+    /// </summary>
+    private async ValueTask SetEntriesAsync(ulong tableOffset, List<L2CacheEntry> slices, long offset, int count, ulong value, ulong step, bool useAsync, CancellationToken cancellationToken)
+    {
+        int first = _geometry.L2Index(offset);
+        int firstSlice = first >> _sliceShift;
+        int mask = (1 << _sliceShift) - 1;
+        if (tableOffset != 0)
+        {
+            // Write the changed 512-byte blocks in one write, from a patched copy; memory changes once the disk did.
+            // A block never spans two slices: slices are at least 512 bytes and aligned.
+            int blockStart = first / TableEntry.EntriesPerBlock * TableEntry.EntriesPerBlock;
+            int blockEnd = (first + count + TableEntry.EntriesPerBlock - 1) / TableEntry.EntriesPerBlock * TableEntry.EntriesPerBlock;
+            int bytes = (blockEnd - blockStart) * sizeof(ulong);
+            byte[] copy = ArrayPool<byte>.Shared.Rent(bytes);
+            try
+            {
+                for (int block = blockStart; block < blockEnd; block += TableEntry.EntriesPerBlock)
+                {
+                    var slice = slices[(block >> _sliceShift) - firstSlice];
+                    Buffer.BlockCopy(slice.Table, (block & mask) * sizeof(ulong), copy, (block - blockStart) * sizeof(ulong), TableEntry.EntriesPerBlock * sizeof(ulong));
+                }
+                for (int i = 0; i < count; i++)
+                {
+                    TableEntry.Write(copy, first - blockStart + i, value + (ulong)i * step);
+                }
+                await _file.WriteAsync(copy.AsMemory(0, bytes), (long)tableOffset + blockStart * sizeof(ulong), useAsync, cancellationToken).ConfigureAwait(false);
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(copy);
+            }
+            for (int i = 0; i < count; i++)
+            {
+                int index = first + i;
+                TableEntry.Write(slices[(index >> _sliceShift) - firstSlice].Table, index & mask, value + (ulong)i * step);
+            }
             return;
         }
 
-        int first = _geometry.L2Index(offset);
-        long tableOffset = Reserve(_geometry.TableBytes);
+        long newTable = Reserve(_geometry.TableBytes);
         byte[] table = new byte[_geometry.TableBytes];
         for (int i = 0; i < count; i++)
         {
             TableEntry.Write(table, first + i, value + (ulong)i * step);
         }
-        await _file.WriteAsync(table, tableOffset, useAsync, cancellationToken).ConfigureAwait(false);
+        await _file.WriteAsync(table, newTable, useAsync, cancellationToken).ConfigureAwait(false);
         // The table must be stable before the L1 entry can point at it.
         await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
-
-        // Publish the slice this request changed; the others load from disk on demand.
-        int sliceStart = first >> _sliceShift << _sliceShift;
-        var created = new L2CacheEntry(SliceOffset((ulong)tableOffset, offset), table.AsSpan(sliceStart * sizeof(ulong), _sliceBytes).ToArray()) { References = 1 };
-        created.MarkReady();
-        _cache.Release(_cache.Insert(created));
         await _l1Gate.EnterAsync(useAsync, cancellationToken).ConfigureAwait(false);
         try
         {
-            await UpdateTableBlocksAsync(_l1, (long)Header.L1TableOffset, _geometry.L1Index(offset), 1, (ulong)tableOffset, 0, useAsync, cancellationToken).ConfigureAwait(false);
+            await UpdateTableBlocksAsync(_l1, (long)Header.L1TableOffset, _geometry.L1Index(offset), 1, (ulong)newTable, 0, useAsync, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
             _l1Gate.Exit();
         }
+
+        // Publish the slices this request changed only once L1 reaches the table (§6.4): had the L1 write failed, a
+        // published slice would outlive its leaked table and could shadow a later table at the same offset once a leak
+        // repair moved the allocation pointer back. The other slices load from disk on demand.
+        for (int slice = firstSlice; slice <= (first + count - 1) >> _sliceShift; slice++)
+        {
+            var created = new L2CacheEntry((ulong)newTable + (ulong)slice * (ulong)_sliceBytes, table.AsSpan(slice * _sliceBytes, _sliceBytes).ToArray()) { References = 1 };
+            created.MarkReady();
+            _cache.Release(_cache.Insert(created));
+        }
     }
 
-    /// <summary>Writes the 512-byte blocks of a table that hold the changed entries, from a patched copy, then applies the change in memory.</summary>
+    /// <summary>Writes the 512-byte blocks of an in-memory table (the L1) that hold the changed entries, from a patched copy, then applies the change in memory.</summary>
     private async ValueTask UpdateTableBlocksAsync(byte[] table, long tableOffset, int first, int count, ulong value, ulong step, bool useAsync, CancellationToken cancellationToken)
     {
         int blockStart = first / TableEntry.EntriesPerBlock * TableEntry.EntriesPerBlock;

@@ -162,29 +162,27 @@ internal sealed class L2TableCache
             return entry;
         }
 
-        if (!entry.Ready.IsCompleted)
+        try
         {
-            try
+            if (useAsync)
             {
-                if (useAsync)
-                {
-                    await entry.Ready.WaitAsync(cancellationToken).ConfigureAwait(false);
-                }
-                else
-                {
-                    entry.Ready.GetAwaiter().GetResult();
-                }
+                await entry.Ready.WaitAsync(cancellationToken).ConfigureAwait(false);
             }
-            catch
+            else
             {
-                Release(entry);
-                throw;
+                entry.Ready.GetAwaiter().GetResult();
             }
         }
-        else if (entry.Ready.IsFaulted)
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested && entry.Ready.IsFaulted)
+        {
+            // The request that was loading the table was cancelled, not this one: load it again.
+            Release(entry);
+            return await GetAsync(offset, tableBytes, load, useAsync, cancellationToken).ConfigureAwait(false);
+        }
+        catch
         {
             Release(entry);
-            entry.Ready.GetAwaiter().GetResult();
+            throw;
         }
         return entry;
     }

@@ -1,0 +1,180 @@
+using Qed.Backing;
+using Qed.Cli.CommandLine;
+using Qed.Image;
+using Qed.IO;
+
+namespace Qed.Cli.Commands;
+
+/// <summary>
+/// <c>qed create [-f qed|raw] [-o OPTIONS] [-b BACKING [-F FMT]] [-u] [-q] FILE [SIZE]</c>: qemu-img create for QED and raw.
+/// </summary>
+/// <remarks>
+/// Checks run in qemu-img's order so the first mistake gives qemu-img's message. Unlike qemu-img, which creates
+/// an empty file before the format driver validates its options, every check here runs before the file is
+/// touched: a refused command leaves no file behind and leaves an existing file unchanged.
+/// </remarks>
+internal static class CreateCommand
+{
+    private static readonly GetOpt s_options = new("F:b:f:ho:qu", new LongOption("help", false, "h"));
+
+    /// <summary>Runs the command.</summary>
+    public static int Run(IReadOnlyList<string> args, CommandContext context)
+    {
+        var parsed = s_options.Parse(args);
+        string format = "raw";
+        string? backingFile = null;
+        string? backingFormat = null;
+        bool quiet = false;
+        bool unsafeBacking = false;
+        var optionArguments = new List<string>();
+        foreach (var option in parsed.Options)
+        {
+            switch (option.Key)
+            {
+                case "f": format = option.Value!; break;
+                case "b": backingFile = option.Value!; break;
+                case "F": backingFormat = option.Value!; break;
+                case "o": optionArguments.Add(option.Value!); break;
+                case "q": quiet = true; break;
+                case "u": unsafeBacking = true; break;
+                case "h":
+                    HelpText.Write(context.Out);
+                    return 0;
+            }
+        }
+
+        var optionList = ImageOptionList.Parse(optionArguments);
+        if (optionList.IsHelpRequest)
+        {
+            ImageOpener.CheckKnownFormat(format);
+            context.Out.Write(CreateParameters.OptionHelp(format));
+            return 0;
+        }
+
+        var positionals = parsed.Positionals;
+        if (positionals.Count == 0)
+        {
+            throw new UsageException("Expecting image file name");
+        }
+        string fileName = positionals[0];
+        long? sizeArgument = positionals.Count > 1 ? SizeArgument.Parse(positionals[1]) : null;
+        if (positionals.Count > 2)
+        {
+            throw new UsageException($"Unexpected argument: {positionals[2]}");
+        }
+
+        ImageOpener.CheckKnownFormat(format, $"{fileName}: ");
+        var parameters = CreateParameters.FromOptions(format, optionList, fileName);
+        if (sizeArgument is not null)
+        {
+            if (parameters.SizeFromOptions)
+            {
+                throw new CliException($"{fileName}: The image size must be specified only once");
+            }
+            parameters.Size = sizeArgument;
+        }
+        if (backingFile is not null)
+        {
+            parameters.BackingFile = backingFile;
+        }
+        if (backingFormat is not null)
+        {
+            parameters.BackingFormat = backingFormat;
+        }
+
+        if (parameters.BackingFile is not null)
+        {
+            CheckBacking(parameters, fileName, unsafeBacking);
+        }
+        if (parameters.Size is null)
+        {
+            throw new CliException($"{fileName}: Image creation needs a size parameter");
+        }
+
+        if (!quiet)
+        {
+            context.Out.WriteLine(parameters.FormattingLine(fileName));
+        }
+        // Everything that can be checked has been; what is left can only fail in the file system (no space, size limits).
+        bool existed = File.Exists(fileName);
+        try
+        {
+            if (format == "qed")
+            {
+                var options = parameters.ToQedOptions();
+                QedImage.Create(fileName, options);
+                if (options.TableSize == 1)
+                {
+                    context.Warning($"{fileName}: QEMU 7.2 cannot open images with table_size=1 (it rejects every table offset); qed can");
+                }
+            }
+            else
+            {
+                RawImage.Create(fileName, ImageOpener.RoundUpToSector(parameters.Size.Value)).Dispose();
+            }
+        }
+        // .NET reports a length the file system refuses (EFBIG) as an ArgumentOutOfRangeException.
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            if (!existed)
+            {
+                DeletePartialFile(fileName);
+            }
+            throw new CliException($"{fileName}: {Program.Describe(e)}");
+        }
+        return 0;
+    }
+
+    /// <summary>qemu-img's backing-file rules: qed only, a name, an explicit format, not the image itself, and (without -u) a file that opens, whose size is the default.</summary>
+    private static void CheckBacking(CreateParameters parameters, string fileName, bool unsafeBacking)
+    {
+        string backingFile = parameters.BackingFile!;
+        if (parameters.Format != "qed")
+        {
+            throw new CliException($"{fileName}: Backing file not supported for file format '{parameters.Format}'");
+        }
+        if (backingFile.Length == 0)
+        {
+            throw new CliException($"{fileName}: Expected backing file name, got empty string");
+        }
+        if (parameters.BackingFormat is null)
+        {
+            throw new CliException($"{fileName}: Backing file specified without backing format");
+        }
+        // Relative names are relative to the new image's directory, as they will be when the image is opened.
+        string backingPath = BackingChain.Resolve(fileName, backingFile);
+        if (string.Equals(Path.GetFullPath(backingPath), Path.GetFullPath(fileName), StringComparison.Ordinal))
+        {
+            throw new CliException($"{fileName}: Error: Trying to create an image with the same filename as the backing file");
+        }
+        if (unsafeBacking)
+        {
+            return;
+        }
+        try
+        {
+            using var backing = ImageOpener.Open(backingPath, parameters.BackingFormat, readOnly: true, withBacking: false);
+            parameters.Size ??= ImageOpener.VirtualSize(backing);
+        }
+        catch (CliException e)
+        {
+            throw new CliException($"{fileName}: {e.Message}");
+        }
+    }
+
+    /// <summary>Removes what a failed creation left, so no half-written image remains.</summary>
+    private static void DeletePartialFile(string fileName)
+    {
+        try
+        {
+            if (File.Exists(fileName))
+            {
+                File.Delete(fileName);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The creation error is the one worth reporting.
+        }
+    }
+}

@@ -1,0 +1,103 @@
+using Qed.Cli.CommandLine;
+using Qed.Cli.Native;
+using Qed.Cli.Output;
+using Qed.Image;
+using Qed.IO;
+
+namespace Qed.Cli.Commands;
+
+/// <summary><c>qed info [-f FMT] [--output=human|json] [--backing-chain] [-U] FILE</c>: qemu-img info for QED and raw images.</summary>
+/// <remarks>
+/// Images are opened read-only, so nothing on disk changes (not even a set need-check bit). Without
+/// <c>--backing-chain</c> the backing file is not opened at all, so a missing backing file does not prevent info.
+/// <c>dirty-flag</c> is the need-check bit as stored on disk; qemu-img 7.2 always reports false for QED.
+/// </remarks>
+internal static class InfoCommand
+{
+    private static readonly GetOpt s_options = new("f:hU",
+        new LongOption("help", false, "h"),
+        new LongOption("output", true),
+        new LongOption("backing-chain", false),
+        new LongOption("force-share", false, "U"));
+
+    /// <summary>Runs the command.</summary>
+    public static int Run(IReadOnlyList<string> args, CommandContext context)
+    {
+        var parsed = s_options.Parse(args);
+        string? format = null;
+        string output = "human";
+        bool backingChain = false;
+        foreach (var option in parsed.Options)
+        {
+            switch (option.Key)
+            {
+                case "f": format = option.Value; break;
+                case "output": output = option.Value!; break;
+                case "backing-chain": backingChain = true; break;
+                case "h":
+                    HelpText.Write(context.Out);
+                    return 0;
+            }
+        }
+        if (parsed.Positionals.Count != 1)
+        {
+            throw new UsageException("Expecting one image file name");
+        }
+        if (output is not ("human" or "json"))
+        {
+            throw new CliException("--output must be used with human or json as argument.");
+        }
+        string fileName = parsed.Positionals[0];
+
+        // The whole chain is opened first (as qemu-img does): a broken chain prints nothing but the error.
+        using var top = ImageOpener.Open(fileName, format, readOnly: true, withBacking: backingChain);
+        var chain = new List<ImageInfo>();
+        for (BlockDevice? device = top; device is not null; device = backingChain ? device.Backing : null)
+        {
+            chain.Add(Describe(device, device == top ? fileName : device.FileName));
+        }
+
+        if (output == "json")
+        {
+            ImageInfoWriter.WriteJson(context.Out, chain, asArray: backingChain);
+            return 0;
+        }
+        for (int i = 0; i < chain.Count; i++)
+        {
+            if (i > 0)
+            {
+                context.Out.Write('\n');
+            }
+            ImageInfoWriter.WriteHuman(context.Out, chain[i]);
+        }
+        return 0;
+    }
+
+    /// <summary>Collects the report for one open device.</summary>
+    public static ImageInfo Describe(BlockDevice device, string fileName)
+    {
+        long? actualSize = FileAllocation.GetAllocatedBytes(device.FileName);
+        if (device is QedImage qed)
+        {
+            return new ImageInfo
+            {
+                FileName = fileName,
+                Format = "qed",
+                VirtualSize = qed.Size,
+                ActualSize = actualSize,
+                ClusterSize = qed.Geometry.ClusterSize,
+                DirtyFlag = qed.Header.NeedsCheck,
+                BackingFileName = qed.BackingFileName,
+                FullBackingFileName = qed.BackingFilePath,
+                BackingFormat = qed.BackingFormat,
+            };
+        }
+        return new ImageInfo
+        {
+            FileName = fileName,
+            Format = device.FormatName,
+            VirtualSize = ImageOpener.VirtualSize(device),
+            ActualSize = actualSize,
+        };
+    }
+}

@@ -1,0 +1,114 @@
+using System.Globalization;
+using Qed.Cli.CommandLine;
+
+namespace Qed.Cli.Commands.Io;
+
+/// <summary>Offsets, lengths and pattern bytes of qemu-io commands, with qemu-io's messages on failure.</summary>
+internal static class IoArguments
+{
+    /// <summary>The largest request qemu accepts (INT_MAX rounded down to 512).</summary>
+    public const long MaxRequestBytes = 2147483136;
+
+    /// <summary>The pattern qemu-io writes when none is given.</summary>
+    public const byte DefaultWritePattern = 0xcd;
+
+    /// <summary>Parses an offset or length such as <c>4k</c>; prints qemu-io's parsing error and returns null when invalid.</summary>
+    public static long? ParseNumber(string text, TextWriter output)
+    {
+        if (SizeParser.TryParse(text, out long value, out var error))
+        {
+            return value;
+        }
+        output.WriteLine(error == SizeParseError.TooLarge
+            ? $"Parsing error: argument too large -- {text}"
+            : $"Parsing error: non-numeric argument, or extraneous/unrecognized suffix -- {text}");
+        return null;
+    }
+
+    /// <summary>Parses a request length: a number no larger than <see cref="MaxRequestBytes"/>.</summary>
+    public static int? ParseLength(string text, TextWriter output)
+    {
+        long? length = ParseNumber(text, output);
+        if (length is null)
+        {
+            return null;
+        }
+        if (length > MaxRequestBytes)
+        {
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"length cannot exceed {MaxRequestBytes}, given {text}"));
+            return null;
+        }
+        return (int)length.Value;
+    }
+
+    /// <summary>Parses a pattern byte as C's <c>strtol(text, &amp;end, 0)</c> would (decimal, <c>0x</c> hex or <c>0</c> octal), whole string, 0 to 255.</summary>
+    public static byte? ParsePattern(string text, TextWriter output)
+    {
+        if (TryParseCInteger(text, out long value) && value is >= 0 and <= 255)
+        {
+            return (byte)value;
+        }
+        output.WriteLine($"{text} is not a valid pattern byte");
+        return null;
+    }
+
+    private static bool TryParseCInteger(string text, out long value)
+    {
+        value = 0;
+        int i = 0;
+        while (i < text.Length && char.IsWhiteSpace(text[i]))
+        {
+            i++;
+        }
+        bool negative = false;
+        if (i < text.Length && text[i] is '+' or '-')
+        {
+            negative = text[i] == '-';
+            i++;
+        }
+        int radix = 10;
+        if (i + 1 < text.Length && text[i] == '0' && text[i + 1] is 'x' or 'X' && i + 2 < text.Length && Uri.IsHexDigit(text[i + 2]))
+        {
+            radix = 16;
+            i += 2;
+        }
+        else if (i < text.Length && text[i] == '0')
+        {
+            radix = 8;
+        }
+        int start = i;
+        while (i < text.Length)
+        {
+            int digit = DigitValue(text[i]);
+            if (digit < 0 || digit >= radix)
+            {
+                break;
+            }
+            // Anything this long is out of the byte range anyway; stop before overflowing.
+            if (value > int.MaxValue)
+            {
+                return false;
+            }
+            value = value * radix + digit;
+            i++;
+        }
+        if (i == start || i != text.Length)
+        {
+            return false;
+        }
+        if (negative)
+        {
+            value = -value;
+        }
+        return true;
+    }
+
+    /// <summary>The value of a digit in any radix up to 16, or -1.</summary>
+    private static int DigitValue(char c) => c switch
+    {
+        >= '0' and <= '9' => c - '0',
+        >= 'a' and <= 'f' => c - 'a' + 10,
+        >= 'A' and <= 'F' => c - 'A' + 10,
+        _ => -1,
+    };
+}

@@ -1,0 +1,100 @@
+using System.Diagnostics;
+using Qed.Cli.CommandLine;
+using Qed.Cli.Output;
+
+namespace Qed.Cli.Commands.Io;
+
+/// <summary><c>read [-qv] [-P pattern] off len</c>: reads, optionally checks every byte against a pattern and dumps the data.</summary>
+internal sealed class ReadSubcommand : IoSubcommand
+{
+    private static readonly GetOpt s_options = new("P:qv");
+
+    /// <inheritdoc />
+    public override string Name => "read";
+
+    /// <inheritdoc />
+    public override int MinArguments => 2;
+
+    /// <inheritdoc />
+    public override int MaxArguments => -1;
+
+    /// <inheritdoc />
+    public override string Usage => "read [-qv] [-P pattern] off len -- reads a number of bytes at a specified offset";
+
+    /// <inheritdoc />
+    public override bool Writes => false;
+
+    /// <inheritdoc />
+    public override bool Run(IoSession session, IReadOnlyList<string> arguments)
+    {
+        var parsed = session.ParseOptions(this, s_options, arguments);
+        if (parsed is null)
+        {
+            return false;
+        }
+        byte? pattern = null;
+        bool quiet = false;
+        bool dump = false;
+        foreach (var option in parsed.Options)
+        {
+            switch (option.Key)
+            {
+                case "P":
+                    pattern = IoArguments.ParsePattern(option.Value!, session.Out);
+                    if (pattern is null)
+                    {
+                        return false;
+                    }
+                    break;
+                case "q": quiet = true; break;
+                case "v": dump = true; break;
+            }
+        }
+        if (parsed.Positionals.Count != 2)
+        {
+            session.PrintUsage(this);
+            return false;
+        }
+        long? offset = IoArguments.ParseNumber(parsed.Positionals[0], session.Out);
+        if (offset is null)
+        {
+            return false;
+        }
+        int? length = IoArguments.ParseLength(parsed.Positionals[1], session.Out);
+        if (length is null || !session.CheckRange(Name, offset.Value, length.Value))
+        {
+            return false;
+        }
+
+        byte[] buffer = new byte[length.Value];
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            session.Device.Read(buffer, offset.Value);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            session.ReportFailure(Name, e);
+            return false;
+        }
+        var elapsed = clock.Elapsed;
+
+        bool ok = true;
+        if (pattern is { } expected && buffer.AsSpan().IndexOfAnyExcept(expected) >= 0)
+        {
+            // qemu-io names the whole request, not the first differing byte.
+            session.Out.WriteLine($"Pattern verification failed at offset {offset.Value}, {length.Value} bytes");
+            ok = false;
+        }
+        if (quiet)
+        {
+            return ok;
+        }
+        if (dump)
+        {
+            HexDump.Write(session.Out, buffer, offset.Value);
+        }
+        session.Report(Name, offset.Value, length.Value, elapsed);
+        return ok;
+    }
+}

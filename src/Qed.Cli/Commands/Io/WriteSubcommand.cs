@@ -1,0 +1,103 @@
+using System.Diagnostics;
+using Qed.Cli.CommandLine;
+
+namespace Qed.Cli.Commands.Io;
+
+/// <summary><c>write [-qz] [-P pattern] off len</c>: writes a pattern (0xcd by default) or zeroes.</summary>
+internal sealed class WriteSubcommand : IoSubcommand
+{
+    private static readonly GetOpt s_options = new("P:qz");
+
+    /// <inheritdoc />
+    public override string Name => "write";
+
+    /// <inheritdoc />
+    public override int MinArguments => 2;
+
+    /// <inheritdoc />
+    public override int MaxArguments => -1;
+
+    /// <inheritdoc />
+    public override string Usage => "write [-qz] [-P pattern] off len -- writes a number of bytes at a specified offset";
+
+    /// <inheritdoc />
+    public override bool Writes => true;
+
+    /// <inheritdoc />
+    public override bool Run(IoSession session, IReadOnlyList<string> arguments)
+    {
+        var parsed = session.ParseOptions(this, s_options, arguments);
+        if (parsed is null)
+        {
+            return false;
+        }
+        byte? pattern = null;
+        bool quiet = false;
+        bool zeroes = false;
+        foreach (var option in parsed.Options)
+        {
+            switch (option.Key)
+            {
+                case "P":
+                    pattern = IoArguments.ParsePattern(option.Value!, session.Out);
+                    if (pattern is null)
+                    {
+                        return false;
+                    }
+                    break;
+                case "q": quiet = true; break;
+                case "z": zeroes = true; break;
+            }
+        }
+        if (parsed.Positionals.Count != 2)
+        {
+            session.PrintUsage(this);
+            return false;
+        }
+        if (zeroes && pattern is not null)
+        {
+            session.Out.WriteLine("Only one of -z, -P, and -s can be specified at the same time");
+            return false;
+        }
+        long? offset = IoArguments.ParseNumber(parsed.Positionals[0], session.Out);
+        if (offset is null)
+        {
+            return false;
+        }
+        int? length = IoArguments.ParseLength(parsed.Positionals[1], session.Out);
+        if (length is null || !session.CheckRange("write", offset.Value, length.Value))
+        {
+            return false;
+        }
+
+        byte[]? buffer = null;
+        if (!zeroes)
+        {
+            buffer = new byte[length.Value];
+            buffer.AsSpan().Fill(pattern ?? IoArguments.DefaultWritePattern);
+        }
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            if (buffer is null)
+            {
+                session.Device.WriteZeroes(offset.Value, length.Value);
+            }
+            else
+            {
+                session.Device.Write(buffer, offset.Value);
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            session.ReportFailure("write", e);
+            return false;
+        }
+        var elapsed = clock.Elapsed;
+        if (!quiet)
+        {
+            session.Report("wrote", offset.Value, length.Value, elapsed);
+        }
+        return true;
+    }
+}

@@ -1,0 +1,32 @@
+namespace Qed.Cli.Output;
+
+/// <summary>What <c>qed info</c> reports about one image (the fields of qemu-img's ImageInfo that apply to QED and raw).</summary>
+internal sealed record ImageInfo
+{
+    /// <summary>The image's file name as given (for backing files: the resolved path).</summary>
+    public required string FileName { get; init; }
+
+    /// <summary><c>qed</c> or <c>raw</c>.</summary>
+    public required string Format { get; init; }
+
+    /// <summary>Virtual disk size in bytes.</summary>
+    public required long VirtualSize { get; init; }
+
+    /// <summary>Bytes the host file system allocated for the file, or null when unknown.</summary>
+    public long? ActualSize { get; init; }
+
+    /// <summary>Cluster size (QED only).</summary>
+    public int? ClusterSize { get; init; }
+
+    /// <summary>The need-check bit as it is on disk (qemu-img always says false for QED; see QED-FORMAT.md §10.2).</summary>
+    public bool DirtyFlag { get; init; }
+
+    /// <summary>The backing file name as stored in the header.</summary>
+    public string? BackingFileName { get; init; }
+
+    /// <summary>The backing file name resolved against the image's directory.</summary>
+    public string? FullBackingFileName { get; init; }
+
+    /// <summary>The backing format when the header records it (<c>raw</c> only).</summary>
+    public string? BackingFormat { get; init; }
+}
