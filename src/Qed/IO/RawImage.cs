@@ -26,9 +26,15 @@ public sealed class RawImage : BlockDevice
             file.SetLength(size);
             return new RawImage(file);
         }
-        catch
+        catch (Exception e)
         {
+            // Leave nothing half-made behind: the file was created (empty) for this image only.
             file.Dispose();
+            File.Delete(path);
+            if (e is ArgumentException or IOException && e is not QedException)
+            {
+                throw new QedException($"Could not create '{path}': the file system refuses a length of {size} bytes ({e.Message})", e);
+            }
             throw;
         }
     }

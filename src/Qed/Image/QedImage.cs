@@ -173,31 +173,40 @@ public sealed class QedImage : BlockDevice
             backingName = System.Text.Encoding.UTF8.GetString(name);
         }
 
-        if (!file.IsReadOnly && header.AutoclearFeatures != 0)
-        {
-            // Unknown auto-clear bits describe data a newer writer kept in sync; we cannot, so they go.
-            header = header with { AutoclearFeatures = 0 };
-            await WriteHeaderSectorAsync(file, header, useAsync, cancellationToken).ConfigureAwait(false);
-            await file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
-        }
-
         byte[] l1 = new byte[geometry.TableBytes];
         await file.ReadZeroPaddedAsync(l1, (long)header.L1TableOffset, useAsync, cancellationToken).ConfigureAwait(false);
 
         var image = new QedImage(file, header, geometry, l1, options) { BackingFileName = backingName };
-        if (!file.IsReadOnly && header.NeedsCheck && !options.SkipCheckOnOpen)
+        try
         {
-            // A writer left the metadata possibly inconsistent: repair before first use (§8.6).
-            await image.CheckCoreAsync(RepairMode.All, useAsync, cancellationToken).ConfigureAwait(false);
-        }
-        if (backingName is not null)
-        {
-            image.BackingFilePath = BackingChain.Resolve(file.Path, backingName);
-            if (!options.NoBacking)
+            // Everything that can fail without writing comes first, so a failed open leaves the file as it was.
+            if (backingName is not null)
             {
-                bool raw = (header.Features & QedFeatures.BackingFormatNoProbe) != 0;
-                image._backing = await chain.OpenBackingAsync(image.BackingFilePath, raw ? "raw" : null, options, useAsync, cancellationToken).ConfigureAwait(false);
+                image.BackingFilePath = BackingChain.Resolve(file.Path, backingName);
+                if (!options.NoBacking)
+                {
+                    bool raw = (header.Features & QedFeatures.BackingFormatNoProbe) != 0;
+                    image._backing = await chain.OpenBackingAsync(image.BackingFilePath, raw ? "raw" : null, options, useAsync, cancellationToken).ConfigureAwait(false);
+                }
             }
+            if (!file.IsReadOnly && header.AutoclearFeatures != 0)
+            {
+                // Unknown auto-clear bits describe data a newer writer kept in sync; we cannot, so they go.
+                header = header with { AutoclearFeatures = 0 };
+                await WriteHeaderSectorAsync(file, header, useAsync, cancellationToken).ConfigureAwait(false);
+                await file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
+                image.SetHeader(header);
+            }
+            if (!file.IsReadOnly && header.NeedsCheck && !options.SkipCheckOnOpen)
+            {
+                // A writer left the metadata possibly inconsistent: repair before first use (§8.6).
+                await image.CheckCoreAsync(RepairMode.All, useAsync, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch
+        {
+            image._backing?.Dispose();
+            throw;
         }
         return image;
     }
@@ -518,6 +527,11 @@ public sealed class QedImage : BlockDevice
         {
             destination.Span.Clear();
             return ValueTask.CompletedTask;
+        }
+        if (_backing is null && Header.HasBackingFile)
+        {
+            // Opened without its backing chain: zeros here would silently replace the backing data.
+            throw new QedException($"'{FileName}' was opened without its backing file: a partial write into an unallocated cluster cannot copy up the backing data");
         }
         return ReadBackingAsync(destination, guestOffset, useAsync, cancellationToken);
     }
