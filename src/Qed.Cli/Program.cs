@@ -16,6 +16,8 @@ public static class Program
         ["info"] = InfoCommand.Run,
         ["convert"] = ConvertCommand.Run,
         ["io"] = IoCommand.Run,
+        ["check"] = CheckCommand.Run,
+        ["bench"] = BenchCommand.Run,
     };
 
     private static int Main(string[] args)
@@ -30,7 +32,7 @@ public static class Program
     /// <param name="args">The arguments after the program name, e.g. <c>["info", "--output=json", "a.qed"]</c>.</param>
     /// <param name="stdout">Receives the normal output.</param>
     /// <param name="stderr">Receives error messages, each one line starting with <c>qed: </c>.</param>
-    /// <returns>0 on success, 1 on any failure (as qemu-img and qemu-io).</returns>
+    /// <returns>0 on success, 1 on any failure (as qemu-img and qemu-io); <c>check</c> also returns qemu-img check's 2 (corruptions), 3 (only leaks) and 63 (format without checks).</returns>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
         ArgumentNullException.ThrowIfNull(args);

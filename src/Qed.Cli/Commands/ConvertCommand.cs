@@ -7,7 +7,7 @@ using Qed.IO;
 namespace Qed.Cli.Commands;
 
 /// <summary>
-/// <c>qed convert [-f FMT] [-O qed|raw] [-o OPTIONS] [-p] [-q] SOURCE DESTINATION</c>: writes the disk SOURCE shows
+/// <c>qed convert [-f FMT] [-O qed|raw] [-o OPTIONS] [-p] [-q] [--l2-cache-size=SIZE] SOURCE DESTINATION</c>: writes the disk SOURCE shows
 /// (its backing chain merged in) to a new standalone image, leaving zero areas unallocated (QED) or as holes (raw).
 /// </summary>
 /// <remarks>
@@ -18,7 +18,10 @@ internal static class ConvertCommand
 {
     private const int RawGranule = 4096;
 
-    private static readonly GetOpt s_options = new("f:O:o:pqhU", new LongOption("help", false, "h"), new LongOption("force-share", false, "U"));
+    private static readonly GetOpt s_options = new("f:O:o:pqhU",
+        new LongOption("help", false, "h"),
+        new LongOption("force-share", false, "U"),
+        ImageOpener.L2CacheSizeOption);
 
     /// <summary>Runs the command.</summary>
     public static int Run(IReadOnlyList<string> args, CommandContext context)
@@ -28,6 +31,7 @@ internal static class ConvertCommand
         string outputFormat = "raw";
         bool progress = false;
         bool quiet = false;
+        long? l2CacheSize = null;
         var optionArguments = new List<string>();
         foreach (var option in parsed.Options)
         {
@@ -38,6 +42,7 @@ internal static class ConvertCommand
                 case "o": optionArguments.Add(option.Value!); break;
                 case "p": progress = true; break;
                 case "q": quiet = true; break;
+                case "l2-cache-size": l2CacheSize = ImageOpener.ParseL2CacheSize(option.Value!); break;
                 case "h":
                     HelpText.Write(context.Out);
                     return 0;
@@ -71,11 +76,11 @@ internal static class ConvertCommand
             throw new CliException($"{targetName}: Invalid parameter 'size'");
         }
 
-        using var source = ImageOpener.Open(sourceName, sourceFormat, readOnly: true);
+        using var source = ImageOpener.Open(sourceName, sourceFormat, readOnly: true, l2CacheSize: l2CacheSize);
         RefuseOverwritingSource(source, targetName);
         long size = ImageOpener.VirtualSize(source);
 
-        var target = CreateTarget(outputFormat, parameters, targetName, size, out int granule);
+        var target = CreateTarget(outputFormat, parameters, targetName, size, l2CacheSize, out int granule);
         bool completed = false;
         try
         {
@@ -100,7 +105,7 @@ internal static class ConvertCommand
     }
 
     /// <summary>Creates the empty destination (options validated before the file is created) and opens it for writing.</summary>
-    private static BlockDevice CreateTarget(string format, CreateParameters parameters, string targetName, long size, out int granule)
+    private static BlockDevice CreateTarget(string format, CreateParameters parameters, string targetName, long size, long? l2CacheSize, out int granule)
     {
         if (format == "raw")
         {
@@ -117,7 +122,7 @@ internal static class ConvertCommand
         });
         try
         {
-            return QedImage.Open(targetName);
+            return QedImage.Open(targetName, ImageOpener.Options(readOnly: false, l2CacheSize));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -1,3 +1,4 @@
+using Qed.Cli.CommandLine;
 using Qed.Image;
 using Qed.IO;
 
@@ -9,13 +10,40 @@ internal static class ImageOpener
     /// <summary>Sector size qemu rounds raw images up to.</summary>
     public const long SectorSize = 512;
 
+    /// <summary>The <c>--l2-cache-size=SIZE</c> option every command that opens an image accepts.</summary>
+    public static LongOption L2CacheSizeOption { get; } = new("l2-cache-size", true);
+
+    /// <summary>Parses the value of <c>--l2-cache-size</c> (qemu-img size syntax: <c>512k</c>, <c>64M</c>, ...).</summary>
+    /// <exception cref="CliException">Not a size, or beyond the signed 64-bit range; worded as qemu-img words its size options.</exception>
+    public static long ParseL2CacheSize(string text)
+    {
+        if (SizeParser.TryParse(text, out long size, out var error))
+        {
+            return size;
+        }
+        throw new CliException(error == SizeParseError.TooLarge
+            ? $"Invalid L2 cache size specified. Must be between 0 and {long.MaxValue}."
+            : "Invalid L2 cache size specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+    }
+
+    /// <summary>Open options with the L2 cache size of <c>--l2-cache-size</c> when one was given.</summary>
+    public static QedOpenOptions Options(bool readOnly, long? l2CacheSize) =>
+        l2CacheSize is { } bytes
+            ? new QedOpenOptions { ReadOnly = readOnly, L2CacheSize = bytes }
+            : new QedOpenOptions { ReadOnly = readOnly };
+
     /// <summary>Opens <paramref name="path"/> as <paramref name="format"/> (probed when null).</summary>
     /// <exception cref="CliException">The image or its backing chain cannot be opened; the message is qemu-img's one line.</exception>
-    public static BlockDevice Open(string path, string? format, bool readOnly, bool withBacking = true)
+    public static BlockDevice Open(string path, string? format, bool readOnly, bool withBacking = true, long? l2CacheSize = null) =>
+        Open(path, format, Options(readOnly, l2CacheSize) with { NoBacking = !withBacking });
+
+    /// <summary>Opens <paramref name="path"/> as <paramref name="format"/> (probed when null) with explicit options.</summary>
+    /// <exception cref="CliException">The image or its backing chain cannot be opened; the message is qemu-img's one line.</exception>
+    public static BlockDevice Open(string path, string? format, QedOpenOptions options)
     {
         try
         {
-            return DiskImage.Open(path, format, new QedOpenOptions { ReadOnly = readOnly, NoBacking = !withBacking });
+            return DiskImage.Open(path, format, options);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -32,11 +60,11 @@ internal static class ImageOpener
     }
 
     /// <summary>The engine's open failure without any prefix (qemu-io prints <c>can't open device FILE: reason</c>).</summary>
-    public static BlockDevice OpenForIo(string path, string? format, bool readOnly)
+    public static BlockDevice OpenForIo(string path, string? format, bool readOnly, long? l2CacheSize = null)
     {
         try
         {
-            return DiskImage.Open(path, format, new QedOpenOptions { ReadOnly = readOnly });
+            return DiskImage.Open(path, format, Options(readOnly, l2CacheSize));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -51,6 +79,15 @@ internal static class ImageOpener
     /// <summary>Rounds up to a multiple of 512.</summary>
     public static long RoundUpToSector(long size) =>
         size > long.MaxValue - (SectorSize - 1) ? long.MaxValue & ~(SectorSize - 1) : (size + SectorSize - 1) & ~(SectorSize - 1);
+
+    /// <summary>
+    /// True for the cache modes qemu accepts (<c>-t</c>/<c>-T</c>): none (or off), writeback, writethrough, directsync, unsafe.
+    /// qed accepts them for compatibility; it always goes through the host page cache (no O_DIRECT).
+    /// </summary>
+    public static bool IsValidCacheMode(string mode) => mode is "none" or "off" or "writeback" or "writethrough" or "directsync" or "unsafe";
+
+    /// <summary>True for the cache modes that bypass the host page cache in qemu (what aio=native requires).</summary>
+    public static bool IsDirectCacheMode(string mode) => mode is "none" or "off" or "directsync";
 
     /// <summary>Refuses format names other than qed and raw with qemu-img's wording.</summary>
     public static void CheckKnownFormat(string? format, string? filePrefix = null)

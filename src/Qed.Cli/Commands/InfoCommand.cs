@@ -6,7 +6,7 @@ using Qed.IO;
 
 namespace Qed.Cli.Commands;
 
-/// <summary><c>qed info [-f FMT] [--output=human|json] [--backing-chain] [-U] FILE</c>: qemu-img info for QED and raw images.</summary>
+/// <summary><c>qed info [-f FMT] [--output=human|json] [--backing-chain] [-U] [--l2-cache-size=SIZE] FILE</c>: qemu-img info for QED and raw images.</summary>
 /// <remarks>
 /// Images are opened read-only, so nothing on disk changes (not even a set need-check bit). Without
 /// <c>--backing-chain</c> the backing file is not opened at all, so a missing backing file does not prevent info.
@@ -18,7 +18,8 @@ internal static class InfoCommand
         new LongOption("help", false, "h"),
         new LongOption("output", true),
         new LongOption("backing-chain", false),
-        new LongOption("force-share", false, "U"));
+        new LongOption("force-share", false, "U"),
+        ImageOpener.L2CacheSizeOption);
 
     /// <summary>Runs the command.</summary>
     public static int Run(IReadOnlyList<string> args, CommandContext context)
@@ -27,6 +28,7 @@ internal static class InfoCommand
         string? format = null;
         string output = "human";
         bool backingChain = false;
+        long? l2CacheSize = null;
         foreach (var option in parsed.Options)
         {
             switch (option.Key)
@@ -34,6 +36,7 @@ internal static class InfoCommand
                 case "f": format = option.Value; break;
                 case "output": output = option.Value!; break;
                 case "backing-chain": backingChain = true; break;
+                case "l2-cache-size": l2CacheSize = ImageOpener.ParseL2CacheSize(option.Value!); break;
                 case "h":
                     HelpText.Write(context.Out);
                     return 0;
@@ -50,7 +53,7 @@ internal static class InfoCommand
         string fileName = parsed.Positionals[0];
 
         // The whole chain is opened first (as qemu-img does): a broken chain prints nothing but the error.
-        using var top = ImageOpener.Open(fileName, format, readOnly: true, withBacking: backingChain);
+        using var top = ImageOpener.Open(fileName, format, readOnly: true, withBacking: backingChain, l2CacheSize);
         var chain = new List<ImageInfo>();
         for (BlockDevice? device = top; device is not null; device = backingChain ? device.Backing : null)
         {

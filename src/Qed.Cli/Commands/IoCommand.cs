@@ -4,7 +4,7 @@ using Qed.Cli.Commands.Io;
 namespace Qed.Cli.Commands;
 
 /// <summary>
-/// <c>qed io [-f FMT] [-r] -c CMD [-c CMD ...] FILE</c>: a subset of qemu-io (<c>read</c>, <c>write</c>, <c>flush</c>) with
+/// <c>qed io [-f FMT] [-r] [--l2-cache-size=SIZE] -c CMD [-c CMD ...] FILE</c>: a subset of qemu-io (<c>read</c>, <c>write</c>, <c>flush</c>) with
 /// qemu-io's output. Commands run in order; the exit status is 1 when any of them failed.
 /// </summary>
 internal static class IoCommand
@@ -16,7 +16,8 @@ internal static class IoCommand
         new LongOption("cache", true, "t"),
         new LongOption("nocache", false, "n"),
         new LongOption("force-share", false, "U"),
-        new LongOption("help", false, "h"));
+        new LongOption("help", false, "h"),
+        ImageOpener.L2CacheSizeOption);
 
     /// <summary>Runs the command.</summary>
     public static int Run(IReadOnlyList<string> args, CommandContext context)
@@ -24,6 +25,7 @@ internal static class IoCommand
         var parsed = s_options.Parse(args);
         string? format = null;
         bool readOnly = false;
+        long? l2CacheSize = null;
         var commands = new List<string>();
         foreach (var option in parsed.Options)
         {
@@ -32,6 +34,7 @@ internal static class IoCommand
                 case "c": commands.Add(option.Value!); break;
                 case "f": format = option.Value; break;
                 case "r": readOnly = true; break;
+                case "l2-cache-size": l2CacheSize = ImageOpener.ParseL2CacheSize(option.Value!); break;
                 case "t":
                     // Cache modes change how often qemu flushes, not what is read or written; qed accepts them for compatibility.
                     if (option.Value is not ("none" or "writeback" or "writethrough" or "directsync" or "unsafe"))
@@ -53,7 +56,7 @@ internal static class IoCommand
             throw new UsageException("Expecting at least one -c COMMAND (qed io has no interactive mode)");
         }
 
-        using var device = ImageOpener.OpenForIo(parsed.Positionals[0], format, readOnly);
+        using var device = ImageOpener.OpenForIo(parsed.Positionals[0], format, readOnly, l2CacheSize);
         var session = new IoSession(device, context);
         bool allSucceeded = true;
         foreach (string command in commands)

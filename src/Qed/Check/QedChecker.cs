@@ -19,7 +19,8 @@ namespace Qed.Check;
 /// <item>Leaks are the clusters between the header area and the end of the file that nothing marked. Counts are
 /// exact cluster indices (QEMU's faulty division reports spurious leaks, §8.4).</item>
 /// <item>Beyond QEMU, a repair truncates leaked clusters at the end of the file: nothing references them, so
-/// no readable data can be lost. Leaks in the middle of the file stay: QED has no free-space map to record them.</item>
+/// no readable data can be lost. It does so only when no corruption remains, since an invalid or shared entry may
+/// still point into them. Leaks in the middle of the file stay: QED has no free-space map to record them.</item>
 /// </list>
 /// The caller guarantees that no other request uses the image while the check runs.
 /// </remarks>
@@ -176,7 +177,8 @@ internal sealed class QedChecker
             long fileClusters = _fileSize >> bits;
             long headerClusters = Math.Min(_header.HeaderSize, fileClusters);
             leaks = fileClusters - headerClusters - used.CountInRange(headerClusters, fileClusters);
-            if (mode != RepairMode.None && leaks > 0)
+            // Reclaim only when no corruption remains: an invalid or shared entry may still point into those clusters.
+            if (mode != RepairMode.None && leaks > 0 && corruptions == 0)
             {
                 long keep = Math.Max(used.Highest() + 1, headerClusters);
                 if (keep < fileClusters)
