@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Qed.IO;
 
 /// <summary>Positionless access to one host file: every read and write names its offset.</summary>
@@ -26,6 +28,7 @@ internal abstract class FileAccessor : IDisposable
     public abstract void SetLength(long length);
 
     /// <summary>Reads exactly <paramref name="buffer"/>.Length bytes, filling what lies past the end of the file with zeros.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask ReadZeroPaddedAsync(Memory<byte> buffer, long offset, bool useAsync, CancellationToken cancellationToken)
     {
         int done = 0;

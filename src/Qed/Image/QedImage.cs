@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Qed.Backing;
 using Qed.Check;
 using Qed.Format;
@@ -268,6 +269,7 @@ public sealed class QedImage : BlockDevice
     // ---- reads ----
 
     /// <inheritdoc />
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     protected internal override async ValueTask ReadCoreAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken)
     {
         while (!destination.IsEmpty)
@@ -291,6 +293,7 @@ public sealed class QedImage : BlockDevice
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReadBackingAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken)
     {
         var backing = _backing;
@@ -405,6 +408,7 @@ public sealed class QedImage : BlockDevice
     // ---- writes ----
 
     /// <inheritdoc />
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     protected internal override async ValueTask WriteCoreAsync(ReadOnlyMemory<byte> source, long offset, bool useAsync, CancellationToken cancellationToken)
     {
         while (!source.IsEmpty)
