@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using Qed.Check;
 using Qed.Image;
 using Qed.Tests.Infrastructure;
@@ -34,5 +35,28 @@ public class RepairSafetyTests
             Assert.Equal(0, result.Corruptions);
         }
         Assert.Equal(0xa0000, new FileInfo(path).Length);
+    }
+
+    [Fact]
+    public void A_read_only_open_of_a_dirty_corrupt_image_works_and_changes_nothing()
+    {
+        using var dir = new TempDirectory();
+        string path = dir.File("f16.qed");
+        Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", path, "16M");
+        Tools.QemuIo(dir.Path, "qed", path, "write -P 0x16 0 64k", "write -P 0x17 64k 64k");
+        Tools.PokeU64(path, 0x60008, 0x10000000); // L2[1] beyond the end of the file
+        Tools.Poke(path, 16, 0x02);                // need check
+        byte[] before = SHA256.HashData(File.ReadAllBytes(path));
+
+        using (var image = QedImage.Open(path, new QedOpenOptions { ReadOnly = true }))
+        {
+            Assert.True(image.Header.NeedsCheck);
+            byte[] first = new byte[65536];
+            image.Read(first, 0);
+            Assert.All(first, b => Assert.Equal(0x16, b));
+            Assert.Throws<QedCorruptionException>(() => image.Read(new byte[512], 65536));
+            Assert.Equal(1, image.Check().Corruptions);
+        }
+        Assert.Equal(before, SHA256.HashData(File.ReadAllBytes(path)));
     }
 }
