@@ -312,7 +312,7 @@ public sealed class QedImage : BlockDevice
         return new BlockStatus(offset, piece.Length, piece.State, piece.HostOffset);
     }
 
-    /// <summary>Maps the longest run starting at <paramref name="offset"/> that has one state (and, for data, is contiguous in the file), at most <paramref name="length"/> bytes and never past an L2 table's span.</summary>
+    /// <summary>Maps the longest run starting at <paramref name="offset"/> that has one state (and, for data, is contiguous in the file), at most <paramref name="length"/> bytes and never past the span of its L2 slice.</summary>
     private async ValueTask<Mapping> MapAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
     {
         int inCluster = _geometry.OffsetInCluster(offset);
