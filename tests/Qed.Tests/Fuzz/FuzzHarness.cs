@@ -7,7 +7,7 @@ namespace Qed.Tests.Fuzz;
 
 /// <summary>
 /// Runs every operation a user can apply to an image on one (possibly hostile) input: open read-only, map and read
-/// every extent, check; open writable (with the automatic repair), check -r all, read, write, copy out as convert
+/// every extent, convert (with the CLI's copier), check; open writable (with the automatic repair), check -r all, read, write, copy out as convert
 /// does. Each must end in success or one of our own <see cref="QedException"/>s.
 /// </summary>
 internal static class FuzzHarness
@@ -45,6 +45,7 @@ internal static class FuzzHarness
         using (image)
         {
             Tolerate(() => Walk(image, copy: true));
+            Tolerate(() => Convert(image));
             Tolerate(() => image.Check());
         }
         if (!file.ToArray().AsSpan().SequenceEqual(input))
@@ -113,6 +114,29 @@ internal static class FuzzHarness
                 target.WriteAsync(buffer.AsMemory(0, n), 0, useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
             }
             offset += status.Length;
+        }
+    }
+
+    /// <summary>Largest image the convert step copies (into memory).</summary>
+    private const long ConvertLimit = 32L << 20;
+
+    /// <summary>Runs the copier <c>qed convert</c> uses, into a raw image in memory.</summary>
+    private static void Convert(QedImage image)
+    {
+        if (image.Size > ConvertLimit)
+        {
+            return;
+        }
+        var target = new MemoryFileAccessor("convert.raw", []);
+        target.SetLength(image.Size);
+        using var raw = new RawImage(target);
+        try
+        {
+            new Qed.Cli.Conversion.SparseCopier(image, raw, image.Size, image.Geometry.ClusterSize).CopyAsync(progress: null).GetAwaiter().GetResult();
+        }
+        catch (IOException e) when (e.InnerException is QedException)
+        {
+            // The copier words our error with the offset it met it at, as qemu-img convert does.
         }
     }
 
