@@ -1,3 +1,5 @@
+using Qed.Cli.CommandLine;
+
 namespace Qed.Cli.Commands.Bench;
 
 /// <summary>
@@ -12,31 +14,12 @@ internal static class UnsignedParser
     {
         value = 0;
         int i = 0;
-        while (i < text.Length && text[i] is ' ' or '\t' or '\n' or '\v' or '\f' or '\r')
-        {
-            i++;
-        }
-        bool negative = false;
-        if (i < text.Length && text[i] is '+' or '-')
-        {
-            negative = text[i] == '-';
-            i++;
-        }
-        uint radix = 10;
-        if (i + 1 < text.Length && text[i] == '0' && text[i + 1] is 'x' or 'X' && i + 2 < text.Length && Uri.IsHexDigit(text[i + 2]))
-        {
-            radix = 16;
-            i += 2;
-        }
-        else if (i < text.Length && text[i] == '0')
-        {
-            radix = 8;
-        }
+        uint radix = (uint)CNumberPrefix.Scan(text, ref i, out bool negative);
         int digitsStart = i;
         ulong result = 0;
         for (; i < text.Length; i++)
         {
-            int digit = DigitValue(text[i]);
+            int digit = CNumberPrefix.DigitValue(text[i]);
             if (digit < 0 || digit >= radix)
             {
                 break;
@@ -62,12 +45,4 @@ internal static class UnsignedParser
         value = result;
         return true;
     }
-
-    private static int DigitValue(char c) => c switch
-    {
-        >= '0' and <= '9' => c - '0',
-        >= 'a' and <= 'f' => c - 'a' + 10,
-        >= 'A' and <= 'F' => c - 'A' + 10,
-        _ => -1,
-    };
 }

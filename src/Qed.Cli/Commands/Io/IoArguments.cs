@@ -56,30 +56,11 @@ internal static class IoArguments
     {
         value = 0;
         int i = 0;
-        while (i < text.Length && char.IsWhiteSpace(text[i]))
-        {
-            i++;
-        }
-        bool negative = false;
-        if (i < text.Length && text[i] is '+' or '-')
-        {
-            negative = text[i] == '-';
-            i++;
-        }
-        int radix = 10;
-        if (i + 1 < text.Length && text[i] == '0' && text[i + 1] is 'x' or 'X' && i + 2 < text.Length && Uri.IsHexDigit(text[i + 2]))
-        {
-            radix = 16;
-            i += 2;
-        }
-        else if (i < text.Length && text[i] == '0')
-        {
-            radix = 8;
-        }
+        int radix = CNumberPrefix.Scan(text, ref i, out bool negative);
         int start = i;
         while (i < text.Length)
         {
-            int digit = DigitValue(text[i]);
+            int digit = CNumberPrefix.DigitValue(text[i]);
             if (digit < 0 || digit >= radix)
             {
                 break;
@@ -102,13 +83,4 @@ internal static class IoArguments
         }
         return true;
     }
-
-    /// <summary>The value of a digit in any radix up to 16, or -1.</summary>
-    private static int DigitValue(char c) => c switch
-    {
-        >= '0' and <= '9' => c - '0',
-        >= 'a' and <= 'f' => c - 'a' + 10,
-        >= 'A' and <= 'F' => c - 'A' + 10,
-        _ => -1,
-    };
 }
