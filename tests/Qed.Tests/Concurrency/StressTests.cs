@@ -14,13 +14,16 @@ namespace Qed.Tests.Concurrency;
 /// </remarks>
 public class StressTests
 {
+    /// <summary>Slices of 512 bytes (64 entries) when the cache is tiny, so that even a 12 MiB disk spans many slices.</summary>
+    private const int SmallSlice = 512;
+
     public static TheoryData<int, int, bool, long> Cases => new()
     {
         // cluster size, table size, backing file, L2 cache bytes
-        { 4096, 2, false, 2 * 4096 },
-        { 4096, 2, true, 3 * 4096 },
+        { 4096, 2, false, 2 * SmallSlice },
+        { 4096, 2, true, 3 * SmallSlice },
         { 65536, 4, false, 32L << 20 },
-        { 65536, 4, true, 2 * 4096 },
+        { 65536, 4, true, 2 * SmallSlice },
         { 4096, 16, true, 32L << 20 },
     };
 
@@ -44,7 +47,7 @@ public class StressTests
         QedImage.Create(path, new QedCreateOptions { Size = Size, ClusterSize = clusterSize, TableSize = tableSize, BackingFile = withBacking ? "b.raw" : null, BackingFormat = withBacking ? "raw" : null });
 
         var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        await using (var image = await QedImage.OpenAsync(path, new QedOpenOptions { L2CacheSize = cacheBytes, L2SliceSize = 4096 }))
+        await using (var image = await QedImage.OpenAsync(path, new QedOpenOptions { L2CacheSize = cacheBytes, L2SliceSize = cacheBytes <= 3 * SmallSlice ? SmallSlice : 4096 }))
         {
             using var start = new ManualResetEventSlim(false);
             var workers = Enumerable.Range(0, Threads).Select(t => Task.Factory.StartNew(async () =>
@@ -112,6 +115,10 @@ public class StressTests
             byte[] all = new byte[Size];
             await image.ReadAsync(all, 0);
             Assert.True(all.AsSpan().SequenceEqual(model), "the whole disk differs from the model after the run");
+            if (cacheBytes <= 3 * SmallSlice)
+            {
+                Assert.True(image.CacheStatistics.Evictions > 20, $"the tiny cache did not thrash: {image.CacheStatistics}");
+            }
         }
 
         var check = Tools.QemuImgRaw(dir.Path, "check", "-f", "qed", path);
