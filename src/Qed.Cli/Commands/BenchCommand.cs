@@ -85,10 +85,7 @@ internal static class BenchCommand
         }
         // A step of 0 means "not given": consecutive requests are adjacent.
         settings = settings with { Step = step is > 0 ? step.Value : settings.Size };
-        if (parsed.Positionals.Count != 1)
-        {
-            throw new UsageException("Expecting one image file name");
-        }
+        string fileName = parsed.SingleImage();
         if (settings.FlushInterval != 0 && !settings.Write)
         {
             throw new CliException("--flush-interval is only available in write tests");
@@ -97,7 +94,6 @@ internal static class BenchCommand
         {
             throw new CliException("Flush interval can't be smaller than depth");
         }
-        string fileName = parsed.Positionals[0];
         if (forceShare && settings.Write)
         {
             throw new CliException($"Could not open '{fileName}': force-share=on can only be used with read-only images");

@@ -57,20 +57,13 @@ internal static class CheckCommand
                     return 0;
             }
         }
-        if (parsed.Positionals.Count != 1)
-        {
-            throw new UsageException("Expecting one image file name");
-        }
-        if (output is not ("human" or "json"))
-        {
-            throw new CliException("--output must be used with human or json as argument.");
-        }
+        string fileName = parsed.SingleImage();
+        ParsedArguments.CheckOutputFormat(output);
         // The cache mode only changes how qemu reads the file; qed accepts the valid ones and reads through the page cache.
         if (cache is not null && !ImageOpener.IsValidCacheMode(cache))
         {
             throw new CliException($"Invalid source cache option: {cache}");
         }
-        string fileName = parsed.Positionals[0];
         bool repair = mode != RepairMode.None;
         if (repair && forceShare)
         {

@@ -42,15 +42,8 @@ internal static class InfoCommand
                     return 0;
             }
         }
-        if (parsed.Positionals.Count != 1)
-        {
-            throw new UsageException("Expecting one image file name");
-        }
-        if (output is not ("human" or "json"))
-        {
-            throw new CliException("--output must be used with human or json as argument.");
-        }
-        string fileName = parsed.Positionals[0];
+        string fileName = parsed.SingleImage();
+        ParsedArguments.CheckOutputFormat(output);
 
         // The whole chain is opened first (as qemu-img does): a broken chain prints nothing but the error.
         using var top = ImageOpener.Open(fileName, format, readOnly: true, withBacking: backingChain, l2CacheSize);

@@ -47,16 +47,13 @@ internal static class IoCommand
                     return 0;
             }
         }
-        if (parsed.Positionals.Count != 1)
-        {
-            throw new UsageException("Expecting one image file name");
-        }
+        string fileName = parsed.SingleImage();
         if (commands.Count == 0)
         {
             throw new UsageException("Expecting at least one -c COMMAND (qed io has no interactive mode)");
         }
 
-        using var device = ImageOpener.OpenForIo(parsed.Positionals[0], format, readOnly, l2CacheSize);
+        using var device = ImageOpener.OpenForIo(fileName, format, readOnly, l2CacheSize);
         var session = new IoSession(device, context);
         bool allSucceeded = true;
         foreach (string command in commands)
