@@ -200,8 +200,13 @@ public sealed class QedImage : BlockDevice
             }
             if (!file.IsReadOnly && header.NeedsCheck && !options.SkipCheckOnOpen)
             {
-                // A writer left the metadata possibly inconsistent: repair before first use (§8.6).
-                await image.CheckCoreAsync(RepairMode.All, useAsync, cancellationToken).ConfigureAwait(false);
+                // A writer left the metadata possibly inconsistent: repair before first use (§8.6). As in QEMU, a repair
+                // that could not read or write fails the open; the bit stays set, so the next open repairs again.
+                var (result, failure) = await image.RunCheckAsync(RepairMode.All, useAsync, cancellationToken).ConfigureAwait(false);
+                if (result.CheckErrors > 0)
+                {
+                    throw new QedException($"'{file.Path}' was not closed cleanly and repairing it failed: {result.FirstError}", failure);
+                }
             }
         }
         catch
@@ -222,7 +227,11 @@ public sealed class QedImage : BlockDevice
     public ValueTask<CheckResult> CheckAsync(RepairMode mode = RepairMode.None, CancellationToken cancellationToken = default) =>
         CheckCoreAsync(mode, useAsync: true, cancellationToken);
 
-    private async ValueTask<CheckResult> CheckCoreAsync(RepairMode mode, bool useAsync, CancellationToken cancellationToken)
+    private async ValueTask<CheckResult> CheckCoreAsync(RepairMode mode, bool useAsync, CancellationToken cancellationToken) =>
+        (await RunCheckAsync(mode, useAsync, cancellationToken).ConfigureAwait(false)).Result;
+
+    /// <summary>Runs the check; also returns the first I/O error it counted in <see cref="CheckResult.CheckErrors"/>.</summary>
+    private async ValueTask<(CheckResult Result, IOException? FirstFailure)> RunCheckAsync(RepairMode mode, bool useAsync, CancellationToken cancellationToken)
     {
         if (mode != RepairMode.None && IsReadOnly)
         {
@@ -255,7 +264,7 @@ public sealed class QedImage : BlockDevice
                 await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
                 SetHeader(header);
             }
-            return result;
+            return (result, checker.FirstFailure);
         }
         finally
         {
