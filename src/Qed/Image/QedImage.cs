@@ -36,6 +36,11 @@ namespace Qed.Image;
 /// entries are read atomically, and an entry only ever changes from "not allocated" to a cluster whose data
 /// is already written, after its table block reached the file. That is enough: a completed write is visible
 /// to every later read, no entry points at unwritten data, and no two allocations share a cluster.
+/// Failures: a failed or torn write fails its request only (what it reserved leaks; the cache changes only after the
+/// disk did). A failed flush is different: the kernel may have dropped the unwritten pages, so from then on every flush
+/// fails with it as the cause (<see cref="FlushFailureLatch"/>): <see cref="BlockDevice.Flush"/>, allocations that must
+/// order data before metadata, and the close, which therefore leaves the need-check bit set. Reads and in-place writes
+/// keep working.
 /// </remarks>
 public sealed class QedImage : BlockDevice
 {
@@ -160,6 +165,8 @@ public sealed class QedImage : BlockDevice
 
     internal static async ValueTask<QedImage> OpenCoreAsync(FileAccessor file, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
     {
+        // Once a flush has failed no later one may claim durability. The caller still owns (and on failure disposes) the file.
+        file = new FlushFailureLatch(file);
         long length = file.GetLength();
         byte[] headerBytes = new byte[HeaderLayout.Size];
         await file.ReadZeroPaddedAsync(headerBytes, 0, useAsync, cancellationToken).ConfigureAwait(false);
