@@ -59,6 +59,7 @@ public class OverlappingWriteTests
         long logicalClock = 0;
         int performed = 0;
         L2CacheStatisticsSnapshot cache;
+        long allocatedClusters;
 
         await using (var image = await QedImage.OpenAsync(path, new QedOpenOptions { L2CacheSize = 2 * SliceBytes, L2SliceSize = SliceBytes }))
         {
@@ -70,6 +71,7 @@ public class OverlappingWriteTests
                 await image.WriteAsync(half, start);
             }
             await image.ReadAsync(earlier, 0);
+            long allocationEnd = image.AllocationEnd;
 
             int[] seeds = Enumerable.Range(0, Threads).Select(_ => master.Next()).ToArray();
             using var barrier = new Barrier(Threads);
@@ -134,6 +136,7 @@ public class OverlappingWriteTests
             Assert.Equal(Threads * writesPerThread, performed);
 
             await image.ReadAsync(disk, 0);
+            allocatedClusters = (image.AllocationEnd - allocationEnd) / clusterSize;
             var stats = image.CacheStatistics;
             cache = new L2CacheStatisticsSnapshot(stats.Evictions, stats.Misses);
         }
@@ -143,6 +146,7 @@ public class OverlappingWriteTests
         var verifier = new OverlapVerifier();
         verifier.Verify(disk, earlier, writes);
         Assert.True(verifier.ErrorCount == 0, $"{name}: {verifier.ErrorCount} bad segments:\n{string.Join("\n", verifier.Errors)}");
+        Assert.True(allocatedClusters > 20, $"{name}: the threads allocated only {allocatedClusters} clusters (and tables)");
         Assert.True(cache.Evictions > 20, $"{name}: the tiny cache did not thrash ({cache.Evictions} evictions)");
         Assert.True(verifier.OrderedSegments > 100 && verifier.RacedSegments > 100, $"{name}: the writes hardly overlapped ({verifier.RacedSegments} raced, {verifier.OrderedSegments} ordered)");
 
@@ -156,7 +160,7 @@ public class OverlappingWriteTests
 
         TestSeed.Report($"{name}: {performed} overlapping writes by {Threads} threads; {verifier.Segments} segments checked " +
             $"({verifier.CoveredSegments} written, {verifier.ShortSegments} short, up to {verifier.MaxDepth} writes deep, {verifier.RacedSegments} raced over, {verifier.OrderedSegments} with a completed-before-issued pair); " +
-            $"{cache.Evictions} cache evictions, {cache.Misses} misses; {clock.Elapsed.TotalSeconds:F1} s");
+            $"{allocatedClusters} clusters allocated while racing, {cache.Evictions} cache evictions, {cache.Misses} misses; {clock.Elapsed.TotalSeconds:F1} s");
     }
 
     /// <summary>Small windows where writes pile up: the start, across a slice boundary, across the table boundary when there is one, near the end.</summary>
