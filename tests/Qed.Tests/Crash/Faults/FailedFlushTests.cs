@@ -1,4 +1,3 @@
-using Qed.Format;
 using Qed.IO;
 using Qed.Tests.Image;
 using Qed.Tests.Infrastructure;

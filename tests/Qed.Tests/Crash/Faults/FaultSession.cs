@@ -46,9 +46,6 @@ internal sealed class FaultSession
         _probe = probe;
     }
 
-    /// <summary>The requests of the workload, in order.</summary>
-    public IReadOnlyList<SessionOp> Script => _script;
-
     /// <summary>Builds the dirty template image (and its backing file) in <paramref name="dir"/> and learns what it reads as once repaired.</summary>
     public static FaultSession Prepare(TempDirectory dir, bool withBacking, Random random)
     {

@@ -23,7 +23,7 @@ public class OpenAndCloseFaultTests
             await Img.Write(image, 0, 65536, 0x16, useAsync); // data 0x50000, L2 0x60000
         }
         Tools.PokeU64(path, 0x60008, 0x10000000); // entry 1 far beyond the end of the file
-        Tools.Poke(path, 16, (byte)QedFeatures.NeedCheck);
+        Tools.Poke(path, HeaderLayout.FeaturesOffset, (byte)QedFeatures.NeedCheck);
 
         // The repair's first write is the rewritten L2 table.
         var faulty = new FaultyFileAccessor(HandleFileAccessor.Open(path, readOnly: false), FaultKind.FailWrite, 1);
