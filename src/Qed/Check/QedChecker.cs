@@ -46,6 +46,9 @@ internal sealed class QedChecker
     /// <summary>True when the repair changed any L2 table (cached copies are stale).</summary>
     public bool TablesChanged { get; private set; }
 
+    /// <summary>The first read or write error counted in <see cref="CheckResult.CheckErrors"/>, or null.</summary>
+    public IOException? FirstFailure { get; private set; }
+
     /// <summary>The file length after the repair truncated trailing leaks, or -1 when it did not.</summary>
     public long TruncatedTo { get; private set; } = -1;
 
@@ -107,6 +110,7 @@ internal sealed class QedChecker
             {
                 errors++;
                 firstError ??= e.Message;
+                FirstFailure ??= e;
                 continue;
             }
 
@@ -154,6 +158,7 @@ internal sealed class QedChecker
                 {
                     errors++;
                     firstError ??= e.Message;
+                    FirstFailure ??= e;
                 }
             }
         }
@@ -168,6 +173,7 @@ internal sealed class QedChecker
             {
                 errors++;
                 firstError ??= e.Message;
+                FirstFailure ??= e;
             }
         }
 

@@ -36,6 +36,11 @@ namespace Qed.Image;
 /// entries are read atomically, and an entry only ever changes from "not allocated" to a cluster whose data
 /// is already written, after its table block reached the file. That is enough: a completed write is visible
 /// to every later read, no entry points at unwritten data, and no two allocations share a cluster.
+/// Failures: a failed or torn write fails its request only (what it reserved leaks; the cache changes only after the
+/// disk did). A failed flush is different: the kernel may have dropped the unwritten pages, so from then on every flush
+/// fails with it as the cause (<see cref="FlushFailureLatch"/>): <see cref="BlockDevice.Flush"/>, allocations that must
+/// order data before metadata, and the close, which therefore leaves the need-check bit set. Reads and in-place writes
+/// keep working.
 /// </remarks>
 public sealed class QedImage : BlockDevice
 {
@@ -160,6 +165,8 @@ public sealed class QedImage : BlockDevice
 
     internal static async ValueTask<QedImage> OpenCoreAsync(FileAccessor file, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
     {
+        // Once a flush has failed no later one may claim durability. The caller still owns (and on failure disposes) the file.
+        file = new FlushFailureLatch(file);
         long length = file.GetLength();
         byte[] headerBytes = new byte[HeaderLayout.Size];
         await file.ReadZeroPaddedAsync(headerBytes, 0, useAsync, cancellationToken).ConfigureAwait(false);
@@ -200,8 +207,13 @@ public sealed class QedImage : BlockDevice
             }
             if (!file.IsReadOnly && header.NeedsCheck && !options.SkipCheckOnOpen)
             {
-                // A writer left the metadata possibly inconsistent: repair before first use (§8.6).
-                await image.CheckCoreAsync(RepairMode.All, useAsync, cancellationToken).ConfigureAwait(false);
+                // A writer left the metadata possibly inconsistent: repair before first use (§8.6). As in QEMU, a repair
+                // that could not read or write fails the open; the bit stays set, so the next open repairs again.
+                var (result, failure) = await image.RunCheckAsync(RepairMode.All, useAsync, cancellationToken).ConfigureAwait(false);
+                if (result.CheckErrors > 0)
+                {
+                    throw new QedException($"'{file.Path}' was not closed cleanly and repairing it failed: {result.FirstError}", failure);
+                }
             }
         }
         catch
@@ -222,7 +234,11 @@ public sealed class QedImage : BlockDevice
     public ValueTask<CheckResult> CheckAsync(RepairMode mode = RepairMode.None, CancellationToken cancellationToken = default) =>
         CheckCoreAsync(mode, useAsync: true, cancellationToken);
 
-    private async ValueTask<CheckResult> CheckCoreAsync(RepairMode mode, bool useAsync, CancellationToken cancellationToken)
+    private async ValueTask<CheckResult> CheckCoreAsync(RepairMode mode, bool useAsync, CancellationToken cancellationToken) =>
+        (await RunCheckAsync(mode, useAsync, cancellationToken).ConfigureAwait(false)).Result;
+
+    /// <summary>Runs the check; also returns the first I/O error it counted in <see cref="CheckResult.CheckErrors"/>.</summary>
+    private async ValueTask<(CheckResult Result, IOException? FirstFailure)> RunCheckAsync(RepairMode mode, bool useAsync, CancellationToken cancellationToken)
     {
         if (mode != RepairMode.None && IsReadOnly)
         {
@@ -255,7 +271,7 @@ public sealed class QedImage : BlockDevice
                 await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
                 SetHeader(header);
             }
-            return result;
+            return (result, checker.FirstFailure);
         }
         finally
         {

@@ -1,124 +1,69 @@
-using Qed.Backing;
-using Qed.Image;
-using Qed.IO;
+using System.Diagnostics;
+using Qed.Tests.Crash.Faults;
 using Qed.Tests.Infrastructure;
 
 namespace Qed.Tests.Crash;
 
 /// <summary>
-/// A write or flush that fails under the engine reports an error to its caller and leaves the image consistent:
-/// later requests on the same open image work, every other write reads back, and qemu-img finds no corruption.
+/// Every write and every flush of an image session fails in turn (and every write is also torn: half written, then
+/// failed): during the open (auto-clear rewrite, need-check repair), the requests (allocating and in-place writes, new L2
+/// tables, write-zeroes, flushes) and the close (need-check clear). Each case must fire its fault and report it to its
+/// caller, and leave the image consistent and readable (see <see cref="FaultSession.RunAsync"/>).
 /// </summary>
+/// <remarks>
+/// An unfaulted run over a counting accessor first learns how many writes and flushes the session makes, so the faulted
+/// runs cover exactly that range: no case injects nothing.
+/// </remarks>
 public class FaultInjectionTests
 {
-    public static TheoryData<bool, bool, bool> Modes => new()
+    public static TheoryData<bool, bool> Modes => new()
     {
-        // failFlush, tear, withBacking
-        { false, false, false },
-        { false, true, false },
-        { false, false, true },
-        { false, true, true },
-        { true, false, false },
-        { true, false, true },
+        // withBacking, useAsync
+        { false, false },
+        { false, true },
+        { true, false },
+        { true, true },
     };
 
     [Theory]
     [MemberData(nameof(Modes))]
-    public async Task A_failed_write_or_flush_is_reported_and_leaves_the_image_consistent(bool failFlush, bool tear, bool withBacking)
+    public async Task Every_write_and_flush_of_a_session_fails_in_turn_and_is_reported_and_harmless(bool withBacking, bool useAsync)
     {
-        for (int n = 1; n <= 16; n++)
-        {
-            await RunOnce(n, failFlush, tear, withBacking, async: n % 2 == 0);
-        }
-    }
-
-    private static async Task RunOnce(int n, bool failFlush, bool tear, bool withBacking, bool async)
-    {
+        string mode = $"backing={withBacking} async={useAsync}";
+        int seed = TestSeed.For($"{nameof(FaultInjectionTests)} {mode}");
+        var clock = Stopwatch.StartNew();
         using var dir = new TempDirectory();
-        string path = dir.File("f.qed");
-        const long Size = 8L << 20;
-        const int ClusterSize = 4096;
-        byte[] model = new byte[Size];
-        if (withBacking)
-        {
-            byte[] backing = new byte[5_000_001];
-            new Random(n).NextBytes(backing);
-            File.WriteAllBytes(dir.File("b.raw"), backing);
-            backing.CopyTo(model, 0);
-        }
-        QedImage.Create(path, new QedCreateOptions { Size = Size, ClusterSize = ClusterSize, TableSize = 2, BackingFile = withBacking ? "b.raw" : null, BackingFormat = withBacking ? "raw" : null });
+        var session = FaultSession.Prepare(dir, withBacking, new Random(seed));
 
-        var faulty = new FaultyFileAccessor(HandleFileAccessor.Open(path, readOnly: false), failFlush ? 0 : n, failFlush ? n : 0, tear);
-        var random = new Random(1000 + n);
-        bool[] unknown = new bool[Size];
-        int failures = 0;
-        var image = await QedImage.OpenCoreAsync(faulty, new QedOpenOptions(), BackingChain.Start(path), useAsync: async, CancellationToken.None);
-        try
+        var census = await session.RunAsync(FaultKind.None, 0, useAsync);
+        var phases = Enum.GetValues<SessionPhase>();
+        int writes = phases.Sum(census.WritesIn), flushes = phases.Sum(census.FlushesIn);
+        foreach (var phase in phases)
         {
-            for (int i = 0; i < 40; i++)
-            {
-                // Spread over several L2 tables (4 MiB each here) so new tables are allocated too.
-                long offset = random.NextInt64(Size - 3 * ClusterSize);
-                int length = random.Next(1, 3 * ClusterSize);
-                byte[] data = new byte[length];
-                random.NextBytes(data);
-                bool wasFired = faulty.Fired;
-                try
-                {
-                    if (async)
-                    {
-                        await image.WriteAsync(data, offset);
-                    }
-                    else
-                    {
-                        image.Write(data, offset);
-                    }
-                    data.CopyTo(model, offset);
-                }
-                catch (IOException)
-                {
-                    Assert.True(faulty.Fired && !wasFired, "only the injected fault may fail a write");
-                    failures++;
-                    Array.Fill(unknown, true, (int)offset, length);
-                }
-            }
-            Assert.True(failures <= 1, "one injected fault fails at most one request");
-
-            // The same open image still answers correctly after the failure.
-            byte[] actual = new byte[Size];
-            image.Read(actual, 0);
-            AssertMatches(model, actual, unknown, $"n={n} while open");
+            Assert.True(census.FlushesIn(phase) > 0, $"{mode}: the session makes no flush in {phase}");
+            // Only the need-check clear writes at close, and only an image without a backing file sets the bit.
+            Assert.True(census.WritesIn(phase) > 0 || (phase == SessionPhase.Close && withBacking), $"{mode}: the session makes no write in {phase}");
         }
-        finally
+
+        var fired = new Dictionary<(FaultKind, SessionPhase), int>();
+        int cases = 0;
+        foreach (var (kind, count) in new[] { (FaultKind.FailWrite, writes), (FaultKind.TearWrite, writes), (FaultKind.FailFlush, flushes) })
         {
-            bool firedBefore = faulty.Fired;
-            try
+            for (int at = 1; at <= count; at++)
             {
-                await image.DisposeAsync();
-            }
-            catch (IOException)
-            {
-                // The fault may fire in the flush at close: reported to the caller like any other.
-                Assert.True(faulty.Fired && !firedBefore, "only the injected fault may fail the close");
+                cases++;
+                var faulty = await session.RunAsync(kind, at, useAsync);
+                var phase = faulty.FiredIn ?? throw new InvalidOperationException("RunAsync returned without the fault firing");
+                fired[(kind, phase)] = fired.GetValueOrDefault((kind, phase)) + 1;
             }
         }
 
-        var check = Tools.QemuImgRaw(dir.Path, "check", "-f", "qed", path);
-        Assert.True(check.ExitCode is 0 or 3, $"n={n}: qemu-img check: {check}");
-        using var reopened = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
-        byte[] after = new byte[Size];
-        reopened.Read(after, 0);
-        AssertMatches(model, after, unknown, $"n={n} after reopening");
-    }
-
-    private static void AssertMatches(byte[] model, byte[] actual, bool[] unknown, string context)
-    {
-        for (int i = 0; i < model.Length; i++)
-        {
-            if (!unknown[i] && model[i] != actual[i])
-            {
-                Assert.Fail($"{context}: byte {i} reads 0x{actual[i]:x2}, expected 0x{model[i]:x2}");
-            }
-        }
+        int firedCases = fired.Values.Sum();
+        string byPhase(FaultKind kind) => string.Join(" ", phases.Select(p => $"{p.ToString().ToLowerInvariant()} {fired.GetValueOrDefault((kind, p))}"));
+        TestSeed.Report($"{nameof(FaultInjectionTests)} {mode}: session of {writes} writes and {flushes} flushes " +
+            $"(open {census.WritesIn(SessionPhase.Open)}/{census.FlushesIn(SessionPhase.Open)}, requests {census.WritesIn(SessionPhase.Work)}/{census.FlushesIn(SessionPhase.Work)}, close {census.WritesIn(SessionPhase.Close)}/{census.FlushesIn(SessionPhase.Close)}); " +
+            $"fault cases that fired: {firedCases} of {cases} (failed write: {byPhase(FaultKind.FailWrite)}; torn write: {byPhase(FaultKind.TearWrite)}; failed flush: {byPhase(FaultKind.FailFlush)}) in {clock.Elapsed.TotalSeconds:F1} s");
+        Assert.Equal(2 * writes + flushes, cases);
+        Assert.Equal(cases, firedCases);
     }
 }
