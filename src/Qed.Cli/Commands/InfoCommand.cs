@@ -28,6 +28,7 @@ internal static class InfoCommand
         string? format = null;
         string output = "human";
         bool backingChain = false;
+        bool forceShare = false;
         long? l2CacheSize = null;
         foreach (var option in parsed.Options)
         {
@@ -36,6 +37,7 @@ internal static class InfoCommand
                 case "f": format = option.Value; break;
                 case "output": output = option.Value!; break;
                 case "backing-chain": backingChain = true; break;
+                case "U": forceShare = true; break;
                 case "l2-cache-size": l2CacheSize = ImageOpener.ParseL2CacheSize(option.Value!); break;
                 case "h":
                     HelpText.Write(context.Out);
@@ -46,7 +48,10 @@ internal static class InfoCommand
         ParsedArguments.CheckOutputFormat(output);
 
         // The whole chain is opened first (as qemu-img does): a broken chain prints nothing but the error.
-        using var top = ImageOpener.Open(fileName, format, readOnly: true, withBacking: backingChain, l2CacheSize);
+        // Only metadata is read, so, like qemu-img info, no "consistent read" lock is taken: a QED image (whose driver
+        // refuses writers) is still refused while something writes it, unless -U; a raw image never is.
+        var options = ImageOpener.Options(readOnly: true, l2CacheSize, forceShare) with { NoBacking = !backingChain, MetadataOnly = true };
+        using var top = ImageOpener.Open(fileName, format, options);
         var chain = new List<ImageInfo>();
         for (BlockDevice? device = top; device is not null; device = backingChain ? device.Backing : null)
         {

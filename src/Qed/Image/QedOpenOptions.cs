@@ -39,4 +39,26 @@ public sealed record QedOpenOptions
 
     /// <summary>Deepest backing chain accepted before the open fails.</summary>
     public int MaxBackingDepth { get; init; } = 64;
+
+    /// <summary>
+    /// Take QEMU's image locks (default true): while the image is open, QEMU and other qed processes see it in use and
+    /// are refused what this open excludes (writes, for a QED image or any writable one), and this open fails with a
+    /// <see cref="QedLockException"/> when another user excludes what it needs. False opens without taking or testing
+    /// any lock, like QEMU's <c>file.locking=off</c>: nothing then stops two writers from corrupting the image.
+    /// </summary>
+    /// <remarks>Applies to the backing chain too. Locks are Linux open file description locks; elsewhere nothing is locked.</remarks>
+    public bool Locking { get; init; } = true;
+
+    /// <summary>
+    /// Share every permission with other users, like <c>qemu-img -U</c> (<c>force-share=on</c>): the image (and its
+    /// backing chain) opens even while a virtual machine writes it, and takes only the lock that says it reads. What
+    /// it reads may then be inconsistent. Only for <see cref="ReadOnly"/> opens.
+    /// </summary>
+    public bool ForceShare { get; init; }
+
+    /// <summary>Only the metadata is looked at (like <c>qemu-img info</c>): the "consistent read" permission is not taken.</summary>
+    internal bool MetadataOnly { get; init; }
+
+    /// <summary>Refuse writers of every file of the chain, raw files included, as <c>qemu-img convert</c> does for its source (QED files always refuse them).</summary>
+    internal bool ExcludeWriters { get; init; }
 }
