@@ -135,5 +135,12 @@ internal sealed class HandleFileAccessor : FileAccessor
 
     public override void SetLength(long length) => RandomAccess.SetLength(_handle, length);
 
-    public override void Dispose() => _handle.Dispose();
+    public override void Dispose()
+    {
+        if (!_handle.IsClosed)
+        {
+            _lock.Release();
+        }
+        _handle.Dispose();
+    }
 }

@@ -17,8 +17,9 @@ namespace Qed.IO;
 /// <item>On success drop the bytes the new set no longer needs; on failure drop the bytes step 1 added, leaving the
 /// current set as it was, and throw.</item>
 /// </list>
-/// Locking before testing means two users opening at once cannot both miss each other. The locks go when the handle is
-/// closed. Only the owner of the handle calls this, during open or create, never concurrently.
+/// Locking before testing means two users opening at once cannot both miss each other. The locks are dropped just before
+/// the handle is closed (<see cref="Release"/>). Only the owner of the handle calls this, during open, create and close,
+/// never concurrently.
 /// </remarks>
 internal sealed class ImageLock
 {
@@ -68,6 +69,23 @@ internal sealed class ImageLock
         UnlockBytes(HeldBase, union.Held & ~wanted.Held);
         UnlockBytes(RefusedBase, union.Refused & ~wanted.Refused);
         _current = wanted;
+    }
+
+    /// <summary>
+    /// Drops every lock byte this handle holds; called just before the handle is closed. Closing alone is not enough:
+    /// a child process that another thread forks shares the open file description until it calls exec, so the locks
+    /// of a closed handle could outlive it for a moment. Unlocking acts on the description itself, as QEMU does when it
+    /// closes an image. Never throws.
+    /// </summary>
+    public void Release()
+    {
+        if (_current.IsEmpty)
+        {
+            return;
+        }
+        UnlockBytes(HeldBase, _current.Held);
+        UnlockBytes(RefusedBase, _current.Refused);
+        _current = ImageLockSet.None;
     }
 
     private void LockBytes(int baseOffset, ImagePermissions permissions, List<long> added)

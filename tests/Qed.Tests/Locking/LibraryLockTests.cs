@@ -161,6 +161,41 @@ public sealed class LibraryLockTests : IDisposable
         Assert.Equal(s_qedReadOnly, LockTable.Bytes(Path));
     }
 
+    [Fact]
+    public void Closing_drops_the_locks_even_while_a_copy_of_the_descriptor_lives_on()
+    {
+        var device = DiskImage.Open(Path);
+        // A child that another thread forks holds a copy of every descriptor until it calls exec; dup() makes one.
+        int copy = Dup(DescriptorOf(Path));
+        Assert.True(copy >= 0, "dup failed");
+        try
+        {
+            device.Dispose();
+            Assert.Empty(LockTable.Bytes(Path));
+            using var reopened = DiskImage.Open(Path);
+        }
+        finally
+        {
+            Close(copy);
+        }
+    }
+
+    /// <summary>This process's descriptor open on <paramref name="path"/> (there must be exactly one).</summary>
+    private static int DescriptorOf(string path)
+    {
+        var matches = new DirectoryInfo("/proc/self/fd").GetFileSystemInfos()
+            .Where(link => link.LinkTarget == path)
+            .Select(link => int.Parse(link.Name, System.Globalization.CultureInfo.InvariantCulture))
+            .ToList();
+        return Assert.Single(matches);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "dup")]
+    private static extern int Dup(int descriptor);
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "close")]
+    private static extern int Close(int descriptor);
+
     private async Task<BlockDevice> Open(QedOpenOptions options, bool useAsync) =>
         useAsync ? await DiskImage.OpenAsync(Path, options: options) : DiskImage.Open(Path, options: options);
 }
