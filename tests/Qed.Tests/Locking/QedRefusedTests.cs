@@ -75,6 +75,39 @@ public sealed class QedRefusedTests : IDisposable
         }
     }
 
+    /// <summary>A backing file in use refuses the chain as QEMU does, naming the backing file in the second line.</summary>
+    [Fact]
+    public void A_backing_file_qemu_nbd_serves_refuses_the_chain_as_in_qemu()
+    {
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "qed", "base.qed", "1M");
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "qed", "-b", "base.qed", "-F", "qed", "top.qed");
+        string[][] commands =
+        [
+            ["info", "top.qed"],
+            ["info", "--backing-chain", "top.qed"],
+            ["info", "-U", "--backing-chain", "top.qed"],
+            ["check", "top.qed"],
+            ["convert", "-O", "raw", "top.qed", "OUT"],
+            ["io", "-r", "-c", "read 0 512", "top.qed"],
+            ["io", "-c", "read 0 512", "top.qed"],
+        ];
+        int refused = 0;
+        using (var nbd = BackgroundProcess.Start(_dir.Path, "qemu-nbd", "-f", "qed", "-k", _dir.File("nbd.sock"), "base.qed"))
+        {
+            LockTable.WaitForHolder(_dir.File("base.qed"), nbd);
+            foreach (string[] command in commands)
+            {
+                var qemu = Tools.Run(QemuProgram(command), QemuArguments(command, "qemu.raw"), _dir.Path, TimeSpan.FromSeconds(30));
+                var ours = QedProcess.Run(_dir.Path, TimeSpan.FromSeconds(30), [.. command.Select(a => a == "OUT" ? "qed.raw" : a)]);
+                string what = $"qed {string.Join(' ', command)}\nqed: {ours}\nqemu: {qemu}";
+                Assert.True(qemu.ExitCode == ours.ExitCode && QedCli.AsQed(qemu.StdErr) == ours.StdErr, what);
+                refused += ours.StdErr.Contains("Is another process using the image [base.qed]?", StringComparison.Ordinal) ? 1 : 0;
+            }
+        }
+        TestSeed.Report($"backing file served writable: {commands.Length} qed commands on its overlay compared with QEMU's, {refused} refused");
+        Assert.Equal(5, refused);
+    }
+
     /// <summary>qed's command lines; <c>OUT</c> stands for the output file of convert. <c>create</c> is last: where it is allowed it empties the image.</summary>
     private static IEnumerable<string[]> Commands(string format)
     {
