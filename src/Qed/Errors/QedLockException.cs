@@ -11,7 +11,7 @@ public sealed class QedLockException : QedException
     /// <summary>Creates the exception for the file at <paramref name="path"/>.</summary>
     /// <param name="message">The one-line reason.</param>
     /// <param name="path">The file whose lock failed (for a backing file, its resolved path).</param>
-    /// <param name="conflict">True when another user's lock was found (rather than the lock call failing).</param>
+    /// <param name="conflict">True when the test for other users' locks failed (QEMU then adds its hint line); false when taking a lock failed.</param>
     public QedLockException(string message, string path, bool conflict) : base(message)
     {
         ImagePath = path;
@@ -21,9 +21,9 @@ public sealed class QedLockException : QedException
     /// <summary>The file whose lock failed.</summary>
     public string ImagePath { get; }
 
-    /// <summary>True when another user holds a conflicting lock.</summary>
+    /// <summary>True when another user holds a conflicting lock (or the test for one failed); false when the file system refused to lock.</summary>
     public bool IsConflict { get; }
 
-    /// <summary>QEMU's second line for a conflict, <c>Is another process using the image [PATH]?</c>; null otherwise.</summary>
+    /// <summary>QEMU's second line for a conflict, <c>Is another process using the image [PATH]?</c>; null otherwise. Callers print it on a line of its own after the message.</summary>
     public string? Hint => IsConflict ? $"Is another process using the image [{ImagePath}]?" : null;
 }

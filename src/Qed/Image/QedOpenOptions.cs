@@ -41,12 +41,18 @@ public sealed record QedOpenOptions
     public int MaxBackingDepth { get; init; } = 64;
 
     /// <summary>
-    /// Take QEMU's image locks (default true): while the image is open, QEMU and other qed processes see it in use and
-    /// are refused what this open excludes (writes, for a QED image or any writable one), and this open fails with a
-    /// <see cref="QedLockException"/> when another user excludes what it needs. False opens without taking or testing
-    /// any lock, like QEMU's <c>file.locking=off</c>: nothing then stops two writers from corrupting the image.
+    /// Take the byte-range locks QEMU takes (default true), so that QEMU and qed see each other: the open fails with a
+    /// <see cref="QedLockException"/> when another user excludes it (a writer of an image that is open elsewhere as
+    /// QED; a reader of a QED image that someone writes), and while it lasts, others are refused alike. False opens
+    /// without taking or testing any lock, like QEMU's <c>file.locking=off</c>: nothing then stops two writers from
+    /// corrupting the image.
     /// </summary>
-    /// <remarks>Applies to the backing chain too. Locks are Linux open file description locks; elsewhere nothing is locked.</remarks>
+    /// <remarks>
+    /// Applies to the backing chain too. The locks are Linux open file description locks, released when the image is
+    /// disposed; where the kernel lacks them (or on another system) nothing is locked, as QEMU's <c>locking=auto</c>
+    /// does. A file system that refuses them makes the open fail (<c>Failed to lock byte 100: ...</c>), as in QEMU;
+    /// then only <c>Locking = false</c> opens the image.
+    /// </remarks>
     public bool Locking { get; init; } = true;
 
     /// <summary>
