@@ -5,4 +5,7 @@ internal class CliException : Exception
 {
     /// <summary>Creates the exception with its one-line message.</summary>
     public CliException(string message) : base(message) { }
+
+    /// <summary>Creates the exception with its one-line message and the engine error behind it (whose lock hint, if any, is printed too).</summary>
+    public CliException(string message, Exception? innerException) : base(message, innerException) { }
 }

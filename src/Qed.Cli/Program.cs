@@ -56,7 +56,13 @@ public static class Program
         }
         catch (Exception e) when (IsReportable(e))
         {
-            return context.Error(Describe(e));
+            int status = context.Error(Describe(e));
+            if (LockHint(e) is { } hint)
+            {
+                // qemu-img's second line for an image in use, printed as is.
+                context.Err.WriteLine(hint);
+            }
+            return status;
         }
         finally
         {
@@ -112,6 +118,19 @@ public static class Program
     /// <summary>The failures a user can cause (bad files, bad arguments, I/O errors); anything else is a bug and keeps its stack trace.</summary>
     private static bool IsReportable(Exception e) =>
         e is CliException or QedException or IOException or UnauthorizedAccessException or ArgumentException or FormatException or NotSupportedException;
+
+    /// <summary>QEMU's "Is another process using the image" line when the failure (or one it wraps) is a lock conflict.</summary>
+    internal static string? LockHint(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+        {
+            if (e is QedLockException locked)
+            {
+                return locked.Hint;
+            }
+        }
+        return null;
+    }
 
     /// <summary>The one-line message for a failure.</summary>
     internal static string Describe(Exception e)

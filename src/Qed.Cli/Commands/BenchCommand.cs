@@ -14,6 +14,7 @@ namespace Qed.Cli.Commands;
 /// Prints qemu-img's lines (which it prints even with <c>-q</c>), then, unless <c>-q</c>, the L2 cache counters of
 /// the run. Cache and AIO modes are accepted for compatibility: qed always goes through the host page cache (no
 /// O_DIRECT) with .NET's asynchronous file I/O. Unlike qemu-img, a depth of 0 is refused (qemu-img waits forever).
+/// Locks as qemu-img: <c>-w</c> takes the write lock, reads take the read locks, <c>-U</c> shares everything (reads only).
 /// </remarks>
 internal static class BenchCommand
 {
@@ -96,10 +97,10 @@ internal static class BenchCommand
         }
         if (forceShare && settings.Write)
         {
-            throw new CliException($"Could not open '{fileName}': force-share=on can only be used with read-only images");
+            throw new CliException($"Could not open '{fileName}': {ImageOpener.ForceShareNeedsReadOnly}");
         }
 
-        using var device = ImageOpener.Open(fileName, format, readOnly: !settings.Write, l2CacheSize: l2CacheSize);
+        using var device = ImageOpener.Open(fileName, format, readOnly: !settings.Write, l2CacheSize: l2CacheSize, forceShare: forceShare);
         if (nativeAio && !ImageOpener.IsDirectCacheMode(cache))
         {
             throw new CliException($"Could not open '{fileName}': aio=native was specified, but it requires cache.direct=on, which was not specified.");

@@ -11,7 +11,8 @@ namespace Qed.Cli.Commands;
 /// 2 corruptions, 3 only leaks, 63 a format without checks).
 /// </summary>
 /// <remarks>
-/// Without <c>-r</c> the image is opened read-only: nothing on disk changes, not even a set need-check bit. With
+/// Locks as qemu-img: without <c>-r</c> the check reads under QEMU's read locks (refused while another process writes,
+/// unless <c>-U</c>), with <c>-r</c> it takes the write lock. Without <c>-r</c> the image is opened read-only: nothing on disk changes, not even a set need-check bit. With
 /// <c>-r</c> it is opened writable without the automatic open-time repair, the repair runs, and when it fixed
 /// anything the summary is printed and the image is checked again; that second check is what is reported and
 /// decides the exit code, as in qemu-img. <c>-r leaks</c> only reclaims leaked clusters at the end of the file;
@@ -67,10 +68,10 @@ internal static class CheckCommand
         bool repair = mode != RepairMode.None;
         if (repair && forceShare)
         {
-            throw new CliException($"Could not open '{fileName}': force-share=on can only be used with read-only images");
+            throw new CliException($"Could not open '{fileName}': {ImageOpener.ForceShareNeedsReadOnly}");
         }
 
-        var options = ImageOpener.Options(readOnly: !repair, l2CacheSize) with { SkipCheckOnOpen = true };
+        var options = ImageOpener.Options(readOnly: !repair, l2CacheSize, forceShare) with { SkipCheckOnOpen = true };
         using var device = ImageOpener.Open(fileName, format, options);
         if (device is not QedImage image)
         {

@@ -31,6 +31,7 @@ internal static class ConvertCommand
         string outputFormat = "raw";
         bool progress = false;
         bool quiet = false;
+        bool forceShare = false;
         long? l2CacheSize = null;
         var optionArguments = new List<string>();
         foreach (var option in parsed.Options)
@@ -42,6 +43,7 @@ internal static class ConvertCommand
                 case "o": optionArguments.Add(option.Value!); break;
                 case "p": progress = true; break;
                 case "q": quiet = true; break;
+                case "U": forceShare = true; break;
                 case "l2-cache-size": l2CacheSize = ImageOpener.ParseL2CacheSize(option.Value!); break;
                 case "h":
                     HelpText.Write(context.Out);
@@ -76,7 +78,9 @@ internal static class ConvertCommand
             throw new CliException($"{targetName}: Invalid parameter 'size'");
         }
 
-        using var source = ImageOpener.Open(sourceName, sourceFormat, readOnly: true, l2CacheSize: l2CacheSize);
+        // Like qemu-img convert, the source chain refuses writers (raw files too) unless -U shares everything.
+        var sourceOptions = ImageOpener.Options(readOnly: true, l2CacheSize, forceShare) with { ExcludeWriters = true };
+        using var source = ImageOpener.Open(sourceName, sourceFormat, sourceOptions);
         RefuseOverwritingSource(source, targetName);
         long size = ImageOpener.VirtualSize(source);
 

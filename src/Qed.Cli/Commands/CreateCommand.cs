@@ -11,7 +11,8 @@ namespace Qed.Cli.Commands;
 /// <remarks>
 /// Checks run in qemu-img's order so the first mistake gives qemu-img's message. Unlike qemu-img, which creates
 /// an empty file before the format driver validates its options, every check here runs before the file is
-/// touched: a refused command leaves no file behind and leaves an existing file unchanged.
+/// touched: a refused command leaves no file behind and leaves an existing file unchanged. Like qemu-img, an existing file
+/// is locked before it is truncated: one that QEMU or qed has open is refused (<c>Failed to get "write" lock</c>) and kept.
 /// </remarks>
 internal static class CreateCommand
 {
@@ -120,7 +121,7 @@ internal static class CreateCommand
             {
                 DeletePartialFile(fileName);
             }
-            throw new CliException($"{fileName}: {Program.Describe(e)}");
+            throw new CliException($"{fileName}: {Program.Describe(e)}", e);
         }
         return 0;
     }
@@ -153,7 +154,9 @@ internal static class CreateCommand
         }
         try
         {
-            using var backing = ImageOpener.Open(backingPath, parameters.BackingFormat, readOnly: true, withBacking: false);
+            // Only its size is read; like qemu-img create, with force-share and no read lock, so a backing file in use by a VM is fine.
+            var options = ImageOpener.Options(readOnly: true, l2CacheSize: null, forceShare: true) with { NoBacking = true, MetadataOnly = true };
+            using var backing = ImageOpener.Open(backingPath, parameters.BackingFormat, options);
             parameters.Size ??= ImageOpener.VirtualSize(backing);
         }
         catch (CliException e)

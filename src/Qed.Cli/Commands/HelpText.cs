@@ -24,14 +24,15 @@ internal static class HelpText
                   zeroes invalid table entries. After a repair the image is checked again.
                   Exit status: 0 clean, 1 check failed, 2 corruptions, 3 only leaks,
                   63 format without checks (raw).
-              convert [-f FMT] [-O qed|raw] [-o OPTIONS] [-p] [-q] SOURCE DESTINATION
+              convert [-f FMT] [-O qed|raw] [-o OPTIONS] [-p] [-q] [-U] SOURCE DESTINATION
                   Copy the disk seen through SOURCE and its backing chain into a new,
                   standalone, sparse image.
-              io [-f FMT] [-r] -c COMMAND [-c COMMAND ...] FILE
-                  Run qemu-io style commands on an image:
+              io [-f FMT] [-r] [-U] -c COMMAND [-c COMMAND ...] FILE
+                  Run qemu-io style commands on an image (writable unless -r):
                     read [-qv] [-P PATTERN] OFFSET LENGTH
                     write [-q] [-P PATTERN | -z] OFFSET LENGTH
                     flush
+                    sleep MILLISECONDS
               bench [-c COUNT] [-d DEPTH] [-f FMT] [--flush-interval=N] [--no-drain] [-i AIO] [-n]
                     [-o OFFSET] [--pattern=BYTE] [-q] [-s SIZE] [-S STEP] [-t CACHE] [-w] [-U] FILE
                   Send COUNT (default 75000) sequential read requests, or writes with -w, of
@@ -47,6 +48,11 @@ internal static class HelpText
 
             Every command that opens an image also takes --l2-cache-size=SIZE: the bytes of
             L2 tables to keep in memory (default 32M; at least one table slice is kept).
+
+            Images are locked as QEMU locks them: a command that writes (io without -r, check -r,
+            create, bench -w, the destination of convert) fails while QEMU or another qed has the
+            image open; one that only reads fails while something writes it. -U (--force-share,
+            read-only commands only) reads an image in use anyway; what it reads may be inconsistent.
 
             Without -f the format is probed: a file starting with the QED magic is qed, anything else raw.
             Errors are reported on one line on stderr and give exit status 1.

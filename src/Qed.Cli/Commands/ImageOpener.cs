@@ -26,16 +26,20 @@ internal static class ImageOpener
             : "Invalid L2 cache size specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
     }
 
-    /// <summary>Open options with the L2 cache size of <c>--l2-cache-size</c> when one was given.</summary>
-    public static QedOpenOptions Options(bool readOnly, long? l2CacheSize) =>
-        l2CacheSize is { } bytes
-            ? new QedOpenOptions { ReadOnly = readOnly, L2CacheSize = bytes }
-            : new QedOpenOptions { ReadOnly = readOnly };
+    /// <summary>qemu-img's refusal of <c>-U</c> for a writable open (after <c>Could not open 'FILE': </c> or qemu-io's <c>can't open device FILE: </c>).</summary>
+    public const string ForceShareNeedsReadOnly = "force-share=on can only be used with read-only images";
+
+    /// <summary>Open options with the L2 cache size of <c>--l2-cache-size</c> when one was given, and force-share for <c>-U</c>.</summary>
+    public static QedOpenOptions Options(bool readOnly, long? l2CacheSize, bool forceShare = false)
+    {
+        var options = new QedOpenOptions { ReadOnly = readOnly, ForceShare = forceShare };
+        return l2CacheSize is { } bytes ? options with { L2CacheSize = bytes } : options;
+    }
 
     /// <summary>Opens <paramref name="path"/> as <paramref name="format"/> (probed when null).</summary>
     /// <exception cref="CliException">The image or its backing chain cannot be opened; the message is qemu-img's one line.</exception>
-    public static BlockDevice Open(string path, string? format, bool readOnly, bool withBacking = true, long? l2CacheSize = null) =>
-        Open(path, format, Options(readOnly, l2CacheSize) with { NoBacking = !withBacking });
+    public static BlockDevice Open(string path, string? format, bool readOnly, bool withBacking = true, long? l2CacheSize = null, bool forceShare = false) =>
+        Open(path, format, Options(readOnly, l2CacheSize, forceShare) with { NoBacking = !withBacking });
 
     /// <summary>Opens <paramref name="path"/> as <paramref name="format"/> (probed when null) with explicit options.</summary>
     /// <exception cref="CliException">The image or its backing chain cannot be opened; the message is qemu-img's one line.</exception>
@@ -47,7 +51,7 @@ internal static class ImageOpener
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new CliException(CouldNotOpen(path, e));
+            throw new CliException(CouldNotOpen(path, e), e);
         }
     }
 
@@ -60,15 +64,19 @@ internal static class ImageOpener
     }
 
     /// <summary>The engine's open failure without any prefix (qemu-io prints <c>can't open device FILE: reason</c>).</summary>
-    public static BlockDevice OpenForIo(string path, string? format, bool readOnly, long? l2CacheSize = null)
+    public static BlockDevice OpenForIo(string path, string? format, bool readOnly, long? l2CacheSize = null, bool forceShare = false)
     {
+        if (forceShare && !readOnly)
+        {
+            throw new CliException($"can't open device {path}: {ForceShareNeedsReadOnly}");
+        }
         try
         {
-            return DiskImage.Open(path, format, Options(readOnly, l2CacheSize));
+            return DiskImage.Open(path, format, Options(readOnly, l2CacheSize, forceShare));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new CliException($"can't open device {path}: {Program.Describe(e)}");
+            throw new CliException($"can't open device {path}: {Program.Describe(e)}", e);
         }
     }
 

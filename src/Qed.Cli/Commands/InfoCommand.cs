@@ -28,6 +28,7 @@ internal static class InfoCommand
         string? format = null;
         string output = "human";
         bool backingChain = false;
+        bool forceShare = false;
         long? l2CacheSize = null;
         foreach (var option in parsed.Options)
         {
@@ -36,6 +37,7 @@ internal static class InfoCommand
                 case "f": format = option.Value; break;
                 case "output": output = option.Value!; break;
                 case "backing-chain": backingChain = true; break;
+                case "U": forceShare = true; break;
                 case "l2-cache-size": l2CacheSize = ImageOpener.ParseL2CacheSize(option.Value!); break;
                 case "h":
                     HelpText.Write(context.Out);
@@ -46,7 +48,10 @@ internal static class InfoCommand
         ParsedArguments.CheckOutputFormat(output);
 
         // The whole chain is opened first (as qemu-img does): a broken chain prints nothing but the error.
-        using var top = ImageOpener.Open(fileName, format, readOnly: true, withBacking: backingChain, l2CacheSize);
+        // Only metadata is read, so, like qemu-img info, no "consistent read" lock is taken: a QED image (whose driver
+        // refuses writers) is still refused while something writes it, unless -U; a raw image never is.
+        var options = ImageOpener.Options(readOnly: true, l2CacheSize, forceShare) with { NoBacking = !backingChain, MetadataOnly = true };
+        using var top = OpenChain(fileName, format, options);
         var chain = new List<ImageInfo>();
         for (BlockDevice? device = top; device is not null; device = backingChain ? device.Backing : null)
         {
@@ -67,6 +72,35 @@ internal static class InfoCommand
             ImageInfoWriter.WriteHuman(context.Out, chain[i]);
         }
         return 0;
+    }
+
+    /// <summary>Opens the image (and, for <c>--backing-chain</c>, its chain) as <see cref="ImageOpener.Open(string, string?, QedOpenOptions)"/> does.</summary>
+    /// <remarks>qemu-img info opens each file of a chain on its own, so a backing file in use is named as the file that could not be opened.</remarks>
+    private static BlockDevice OpenChain(string fileName, string? format, QedOpenOptions options)
+    {
+        try
+        {
+            return ImageOpener.Open(fileName, format, options);
+        }
+        catch (CliException e) when (BackingFileLock(e) is { } locked)
+        {
+            throw new CliException($"Could not open '{locked.ImagePath}': {locked.Message}", locked);
+        }
+    }
+
+    /// <summary>The lock failure of a backing file inside <paramref name="e"/>, if that is what failed.</summary>
+    private static QedLockException? BackingFileLock(Exception? e)
+    {
+        bool inBacking = false;
+        for (; e is not null; e = e.InnerException)
+        {
+            inBacking |= e is QedBackingFileException;
+            if (e is QedLockException locked && inBacking)
+            {
+                return locked;
+            }
+        }
+        return null;
     }
 
     /// <summary>Collects the report for one open device.</summary>

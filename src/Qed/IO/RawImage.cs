@@ -1,3 +1,5 @@
+using Qed.Image;
+
 namespace Qed.IO;
 
 /// <summary>A raw image: the file's bytes are the disk, its length is the size.</summary>
@@ -13,10 +15,28 @@ public sealed class RawImage : BlockDevice
         _size = file.GetLength();
     }
 
-    /// <summary>Opens an existing raw file.</summary>
-    public static RawImage Open(string path, bool readOnly = false) => new(HandleFileAccessor.Open(path, readOnly));
+    /// <summary>Opens an existing raw file, with QEMU's locks for a raw image (see <see cref="QedOpenOptions.Locking"/>).</summary>
+    /// <exception cref="QedLockException">Another process uses the file in a way this open excludes.</exception>
+    public static RawImage Open(string path, bool readOnly = false)
+    {
+        var file = HandleFileAccessor.Open(path, readOnly);
+        try
+        {
+            file.Lock(ImageLockSet.ForOpen("raw", new QedOpenOptions { ReadOnly = readOnly }));
+            return new RawImage(file);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
 
-    /// <summary>Creates (or truncates) a raw file of <paramref name="size"/> bytes, all a hole.</summary>
+    /// <summary>
+    /// Creates (or empties) a raw file of <paramref name="size"/> bytes, all a hole. An existing file is locked before it
+    /// is truncated, as <c>qemu-img create</c> does, so one that QEMU or qed has open is refused and left as it was.
+    /// </summary>
+    /// <exception cref="QedLockException">Another process uses the file; it is unchanged.</exception>
     public static RawImage Create(string path, long size)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(size);
@@ -24,6 +44,8 @@ public sealed class RawImage : BlockDevice
         try
         {
             file.SetLength(size);
+            // From here the file is an open writable raw image: qemu-img's create locks give way to its open locks.
+            file.Lock(ImageLockSet.ForOpen("raw", new QedOpenOptions()));
             return new RawImage(file);
         }
         catch (Exception e)

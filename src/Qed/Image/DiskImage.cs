@@ -24,6 +24,25 @@ public static class DiskImage
         return FormatProbe.Probe(head);
     }
 
+    /// <summary>
+    /// Opens the existing file at <paramref name="path"/> without changing it and holds the locks <c>qemu-img create</c>
+    /// takes until the result is disposed, so that QEMU and qed refuse to open it meanwhile (for replacing a file, e.g.
+    /// with a finished temporary one). Returns null when there is no such file.
+    /// </summary>
+    /// <exception cref="QedLockException">Another process uses the file (message <c>Failed to get "write" lock</c>); nothing is held.</exception>
+    /// <exception cref="QedException">The file exists but cannot be opened for writing.</exception>
+    internal static IDisposable? LockForOverwrite(string path)
+    {
+        try
+        {
+            return HandleFileAccessor.OpenForOverwrite(path, FileMode.Open);
+        }
+        catch (QedException e) when (e is not QedLockException && e.InnerException is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return null;
+        }
+    }
+
     internal static async ValueTask<BlockDevice> OpenCoreAsync(string path, string? format, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
     {
         if (format is not null && !FormatProbe.IsSupported(format))
@@ -43,6 +62,8 @@ public static class DiskImage
                     throw new QedUnsupportedException(FormatProbe.Unsupported(path, format));
                 }
             }
+            // The format decides the locks; they are taken before anything (a repair, an auto-clear rewrite) is written.
+            file.Lock(ImageLockSet.ForOpen(format, options));
             if (format == "raw")
             {
                 return new RawImage(file);

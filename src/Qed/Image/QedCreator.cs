@@ -76,6 +76,7 @@ internal static class QedCreator
         return (size + 511) & ~511L;
     }
 
+    /// <summary>Writes the new image; an existing file is locked before it is emptied, so one that QEMU or qed has open is refused (<see cref="QedLockException"/>) and left as it was.</summary>
     public static async ValueTask CreateAsync(string path, QedCreateOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         var (header, name) = Build(options);

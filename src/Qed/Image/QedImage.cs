@@ -154,6 +154,7 @@ public sealed class QedImage : BlockDevice
         var file = HandleFileAccessor.Open(path, options.ReadOnly);
         try
         {
+            file.Lock(ImageLockSet.ForOpen("qed", options));
             return await OpenCoreAsync(file, options, chain, useAsync, cancellationToken).ConfigureAwait(false);
         }
         catch

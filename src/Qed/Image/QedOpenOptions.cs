@@ -39,4 +39,32 @@ public sealed record QedOpenOptions
 
     /// <summary>Deepest backing chain accepted before the open fails.</summary>
     public int MaxBackingDepth { get; init; } = 64;
+
+    /// <summary>
+    /// Take the byte-range locks QEMU takes (default true), so that QEMU and qed see each other: the open fails with a
+    /// <see cref="QedLockException"/> when another user excludes it (a writer of an image that is open elsewhere as
+    /// QED; a reader of a QED image that someone writes), and while it lasts, others are refused alike. False opens
+    /// without taking or testing any lock, like QEMU's <c>file.locking=off</c>: nothing then stops two writers from
+    /// corrupting the image.
+    /// </summary>
+    /// <remarks>
+    /// Applies to the backing chain too. The locks are Linux open file description locks, released when the image is
+    /// disposed; where the kernel lacks them (or on another system) nothing is locked, as QEMU's <c>locking=auto</c>
+    /// does. A file system that refuses them makes the open fail (<c>Failed to lock byte 100: ...</c>), as in QEMU;
+    /// then only <c>Locking = false</c> opens the image.
+    /// </remarks>
+    public bool Locking { get; init; } = true;
+
+    /// <summary>
+    /// Share every permission with other users, like <c>qemu-img -U</c> (<c>force-share=on</c>): the image (and its
+    /// backing chain) opens even while a virtual machine writes it, and takes only the lock that says it reads. What
+    /// it reads may then be inconsistent. Only for <see cref="ReadOnly"/> opens.
+    /// </summary>
+    public bool ForceShare { get; init; }
+
+    /// <summary>Only the metadata is looked at (like <c>qemu-img info</c>): the "consistent read" permission is not taken.</summary>
+    internal bool MetadataOnly { get; init; }
+
+    /// <summary>Refuse writers of every file of the chain, raw files included, as <c>qemu-img convert</c> does for its source (QED files always refuse them).</summary>
+    internal bool ExcludeWriters { get; init; }
 }

@@ -142,16 +142,19 @@ public partial class BenchCommandTests : IDisposable
     {
         var (_, ours) = MakePair();
         QedCli.Ok("bench", "-w", "--pattern=0xa5", "-c", "64", "-d", "16", "-s", "4k", "-S", "64k", "-o", "8k", ours);
-        using var image = QedImage.Open(ours, new QedOpenOptions { ReadOnly = true });
-        var buffer = new byte[64 * 1024];
-        for (long offset = 0; offset < image.Size; offset += buffer.Length)
+        using (var image = QedImage.Open(ours, new QedOpenOptions { ReadOnly = true }))
         {
-            image.Read(buffer, offset);
-            // Request k covered [8k + 64k*k, +4k): one 4 KiB run of 0xa5 per 64 KiB, zeros elsewhere.
-            Assert.All(buffer.AsSpan(0, 8192).ToArray(), b => Assert.Equal(0, b));
-            Assert.All(buffer.AsSpan(8192, 4096).ToArray(), b => Assert.Equal(0xa5, b));
-            Assert.All(buffer.AsSpan(12288).ToArray(), b => Assert.Equal(0, b));
+            var buffer = new byte[64 * 1024];
+            for (long offset = 0; offset < image.Size; offset += buffer.Length)
+            {
+                image.Read(buffer, offset);
+                // Request k covered [8k + 64k*k, +4k): one 4 KiB run of 0xa5 per 64 KiB, zeros elsewhere.
+                Assert.All(buffer.AsSpan(0, 8192).ToArray(), b => Assert.Equal(0, b));
+                Assert.All(buffer.AsSpan(8192, 4096).ToArray(), b => Assert.Equal(0xa5, b));
+                Assert.All(buffer.AsSpan(12288).ToArray(), b => Assert.Equal(0, b));
+            }
         }
+        // Closed first: qemu-io opens writable, which our read lock (QED refuses writers) would rightly refuse.
         var read = Tools.QemuIo(_dir.Path, "qed", ours, "read -P 0xa5 8k 4k", "read -P 0xa5 4040k 4k", "read -P 0 12k 52k");
         Assert.DoesNotContain("verification failed", read.StdOut, StringComparison.Ordinal);
     }

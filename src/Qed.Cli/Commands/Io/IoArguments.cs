@@ -52,6 +52,17 @@ internal static class IoArguments
         return null;
     }
 
+    /// <summary>Parses <c>sleep</c>'s milliseconds as qemu-io does (<c>strtol(text, &amp;end, 0)</c>, whole string, not negative); larger than <see cref="int.MaxValue"/> is refused.</summary>
+    public static int? ParseMilliseconds(string text, TextWriter output)
+    {
+        if (TryParseCInteger(text, out long value) && value is >= 0 and <= int.MaxValue)
+        {
+            return (int)value;
+        }
+        output.WriteLine($"{text} is not a valid number");
+        return null;
+    }
+
     private static bool TryParseCInteger(string text, out long value)
     {
         value = 0;

@@ -12,7 +12,7 @@ namespace Qed.Cli.Commands.Io;
 /// </remarks>
 internal sealed class IoSession
 {
-    private static readonly IoSubcommand[] s_subcommands = [new ReadSubcommand(), new WriteSubcommand(), new FlushSubcommand()];
+    private static readonly IoSubcommand[] s_subcommands = [new ReadSubcommand(), new WriteSubcommand(), new FlushSubcommand(), new SleepSubcommand()];
 
     /// <summary>Creates a session on an open device.</summary>
     public IoSession(BlockDevice device, CommandContext context)
