@@ -55,7 +55,7 @@ internal sealed class CrashTally
     }
 
     public override string ToString() =>
-        $"{Checked} distinct crash states checked ({string.Join(", ", ByKind.OrderBy(k => k.Key, StringComparer.Ordinal).Select(k => $"{k.Value} {k.Key}"))}); "
+        $"{Checked} crash states checked ({string.Join(", ", ByKind.OrderBy(k => k.Key, StringComparer.Ordinal).Select(k => $"{k.Value} {k.Key}"))}); "
         + $"{NeedCheck} with need-check set, {QemuCorrupt} of them corrupt before the repair, {UnreadableReadOnly} with reads a read-only open must refuse, "
         + $"{PartialTail} ending in a partial cluster, {Repaired} changed by the writable open, {ConfirmedByQemu} confirmed by qemu-img convert";
 }
