@@ -7,12 +7,6 @@ using Qed.Tests.Interop;
 
 namespace Qed.Tests.PowerCut;
 
-/// <summary>What checking one crash state saw (for the counts the test prints and asserts).</summary>
-internal readonly record struct StateOutcome(bool NeedCheck, bool QemuCorrupt, bool Repaired, bool UnreadableReadOnly, bool PartialTail, bool ConfirmedByQemu);
-
-/// <summary>A crash state broke a rule; the message says which.</summary>
-internal sealed class CrashStateException(string message) : Exception(message);
-
 /// <summary>
 /// Checks one crash state of a session against QEMU and the guest model.
 /// </summary>
@@ -29,7 +23,8 @@ internal sealed class CrashStateException(string message) : Exception(message);
 /// may fail a read with <see cref="QedCorruptionException"/> (QEMU's EINVAL), but only for a cluster whose entry the repair
 /// drops (unallocated once repaired); every other cluster reads exactly what the repaired image reads. Without the bit no
 /// read may fail.</item>
-/// <item>For a sample, QEMU's own reading of the repaired file (<c>qemu-img convert -O raw</c>) equals ours.</item>
+/// <item>For a sample, QEMU's own reading of the repaired file (<c>qemu-img convert -O raw</c>) equals ours, and where our
+/// read-only open refused a read, QEMU's read-only open (<c>qemu-io -r</c>) of the state refuses it too.</item>
 /// </list>
 /// </remarks>
 internal sealed class CrashStateVerifier
@@ -73,6 +68,7 @@ internal sealed class CrashStateVerifier
         var writableFile = new MemoryFileAccessor(path, state.ToArray());
         var regions = new List<(long Start, byte[] Bytes)>();
         bool unreadable = false;
+        long firstUnreadable = -1;
         using (var writable = Open(writableFile, new QedOpenOptions()))
         {
             Require(!writable.Header.NeedsCheck, "the writable open left the need-check bit set (its repair found something it cannot fix)");
@@ -97,6 +93,7 @@ internal sealed class CrashStateVerifier
                     }
                     catch (QedCorruptionException e)
                     {
+                        firstUnreadable = firstUnreadable < 0 ? offset : firstUnreadable;
                         unreadable = true;
                         Require(needCheck, $"the read-only open fails at guest 0x{offset:x} without the need-check bit: {e.Message}");
                         var status = writable.GetStatus(offset, length);
@@ -109,6 +106,13 @@ internal sealed class CrashStateVerifier
                 }
             }
             RequireUnallocatedOutsideRegions(writable);
+        }
+        if (confirmWithQemu && firstUnreadable >= 0)
+        {
+            // QEMU's read-only open of the same state refuses the same read (it cannot repair either).
+            var read = Tools.Run("qemu-io", ["-r", "-f", "qed", "-c", $"read {firstUnreadable} {clusterSize}", fileName], _dir);
+            Require(read.StdOut.Contains("read failed: Invalid argument", StringComparison.Ordinal),
+                $"QEMU reads guest 0x{firstUnreadable:x}, which our read-only open refuses: {read}");
         }
 
         byte[] repaired = writableFile.ToArray();

@@ -24,7 +24,7 @@ public class PowerCutTests
 
         var tally = CrashStateRunner.CheckAll(workload, new CrashStateVerifier(dir.Path, run.Generator, run.Model), recipes, dir.Path);
 
-        TestSeed.Report($"PowerCut {workload}: {run.Session.Ops.Count} requests, {run.Session.Log.Count} file operations in {run.Generator.Epochs.Count} epochs; distinct states: {tally}");
+        TestSeed.Report($"PowerCut {workload}: {run.Session.Ops.Count} requests, {run.Session.Log.Count} file operations in {run.Generator.Epochs.Count} epochs, distinct states only: {tally}");
         Assert.Equal(recipes.Count, tally.Checked);
         Assert.True(tally.Checked >= spec.Target, $"{tally}");
         Assert.True(new[] { "prefix", "torn", "one lost", "reordered" }.All(k => tally.ByKind.GetValueOrDefault(k) > 0), $"{tally}");

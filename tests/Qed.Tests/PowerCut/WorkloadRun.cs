@@ -33,15 +33,39 @@ internal sealed class WorkloadRun
             BackingFile = spec.Backing == BackingKind.None ? null : spec.BackingFileName,
             BackingFormat = spec.Backing == BackingKind.Raw ? "raw" : null,
         });
+        var populated = spec.Populate?.Invoke(random) ?? [];
+        if (populated.Count > 0)
+        {
+            baseline = Populate(path, dir, spec, baseline, populated);
+        }
         var session = await RecordedSession.RunAsync(path, File.ReadAllBytes(path), spec.Script(random), spec.UseAsync);
+        var populatedRegions = populated.Select(o => (o.Offset / spec.ClusterSize * spec.ClusterSize, (o.End + spec.ClusterSize - 1) / spec.ClusterSize * spec.ClusterSize));
         return new WorkloadRun
         {
             Spec = spec,
             Dir = dir,
             Session = session,
-            Model = new GuestModel(spec.Size, spec.ClusterSize, baseline, session.Ops),
+            Model = new GuestModel(spec.Size, spec.ClusterSize, baseline, session.Ops, populatedRegions),
             Generator = new CrashStateGenerator(session.Initial, session.Log),
         };
+    }
+
+    /// <summary>Writes <paramref name="ops"/> into the image in a session of its own that closes cleanly; returns what the disk then reads, confirmed with QEMU's reading.</summary>
+    private static GuestBaseline Populate(string path, string dir, WorkloadSpec spec, GuestBaseline beneath, IReadOnlyList<GuestOp> ops)
+    {
+        byte[] view = new byte[spec.Size];
+        beneath.Fill(0, view);
+        using (var image = QedImage.Open(path))
+        {
+            foreach (var op in ops)
+            {
+                byte[] data = GuestPattern.Bytes(op.Id, op.Offset, (int)op.Length);
+                image.Write(data, op.Offset);
+                data.CopyTo(view, op.Offset);
+            }
+        }
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(view)), Tools.QemuFlattenDigest(dir, Path.GetFileName(path)));
+        return new GuestBaseline(view);
     }
 
     /// <summary>Writes the backing file and returns what the guest reads through it; a QED backing file is confirmed with QEMU's reading.</summary>

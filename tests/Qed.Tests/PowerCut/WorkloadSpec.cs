@@ -31,6 +31,9 @@ internal sealed record WorkloadSpec
     /// <summary>Distinct crash states to check.</summary>
     public required int Target { get; init; }
 
+    /// <summary>Requests written before the recorded session, in a session that closes cleanly (the image the session starts from), or null.</summary>
+    public Func<Random, IReadOnlyList<GuestOp>>? Populate { get; init; }
+
     /// <summary>The guest requests, drawn from the workload's seeded random source.</summary>
     public required Func<Random, IReadOnlyList<GuestOp>> Script { get; init; }
 

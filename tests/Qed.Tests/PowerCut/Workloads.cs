@@ -18,6 +18,23 @@ internal static class Workloads
         Script = r => GuestScript.Random(r, 16, 16 * MiB, r => r.NextInt64(16 * MiB - 12 * KiB), r => 512 * r.Next(1, 25), zeroes: 0.1, flushes: 0.2),
     };
 
+    /// <summary>
+    /// The default geometry, starting from an image that already holds data (written and closed cleanly): in-place
+    /// overwrites, partial writes beside existing clusters and allocations into the existing table, so the session's first
+    /// allocation sets the need-check bit without a new table's flush behind it.
+    /// </summary>
+    public static WorkloadSpec Existing64K { get; } = new()
+    {
+        Name = "existing-64k",
+        ClusterSize = 64 * (int)KiB,
+        TableSize = 4,
+        Size = 64 * MiB,
+        UseAsync = true,
+        Target = 300,
+        Populate = r => Enumerable.Range(0, 8).Select(k => new GuestOp(GuestOpKind.Write, k * 8 * MiB, 256 * KiB, 500 + k)).ToList(),
+        Script = r => GuestScript.Random(r, 16, 64 * MiB, r => r.Next(5) < 3 ? r.Next(8) * 8 * MiB + r.NextInt64(512 * KiB) : r.NextInt64(63 * MiB), r => 512 * r.Next(1, 257), zeroes: 0.15, flushes: 0.2),
+    };
+
     /// <summary>Writes spread over four L2 tables of 1 GiB each, so most sessions allocate several tables; in-place overwrites too.</summary>
     public static WorkloadSpec NewTables64K { get; } = new()
     {
@@ -119,7 +136,7 @@ internal static class Workloads
         Script = r => GuestScript.Random(r, 8, 8 * MiB, r => r.NextInt64(6 * MiB), r => 512 * r.Next(1, 4097), zeroes: 0.1, flushes: 0.2),
     };
 
-    public static IReadOnlyList<WorkloadSpec> All { get; } = [EmptyImage4K, NewTables64K, CowRaw64K, CowQed4K, Zeroes4KRaw, Big1M, CowRaw1M];
+    public static IReadOnlyList<WorkloadSpec> All { get; } = [EmptyImage4K, Existing64K, NewTables64K, CowRaw64K, CowQed4K, Zeroes4KRaw, Big1M, CowRaw1M];
 
     public static WorkloadSpec Get(string name) => All.Single(w => w.Name == name);
 }
