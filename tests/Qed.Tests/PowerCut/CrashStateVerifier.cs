@@ -128,7 +128,7 @@ internal sealed class CrashStateVerifier
         {
             ConfirmWithQemu(fileName, regions);
         }
-        return new StateOutcome(needCheck, qemu.Corruptions > 0, changed, unreadable, state.Length % clusterSize != 0, confirmWithQemu);
+        return new StateOutcome(needCheck, qemu.Corruptions > 0, changed, unreadable, state.Length % clusterSize != 0, confirmWithQemu, confirmWithQemu && unreadable);
     }
 
     /// <summary>True when the files differ only in the header's feature bits (the repair cleared need-check and did nothing else, so QEMU's first check still holds).</summary>

@@ -21,6 +21,8 @@ internal sealed class CrashTally
 
     public int ConfirmedByQemu { get; private set; }
 
+    public int RefusalsConfirmedByQemu { get; private set; }
+
     public void Add(string kind, StateOutcome outcome)
     {
         lock (_sync)
@@ -33,6 +35,7 @@ internal sealed class CrashTally
             UnreadableReadOnly += outcome.UnreadableReadOnly ? 1 : 0;
             PartialTail += outcome.PartialTail ? 1 : 0;
             ConfirmedByQemu += outcome.ConfirmedByQemu ? 1 : 0;
+            RefusalsConfirmedByQemu += outcome.RefusalConfirmedByQemu ? 1 : 0;
         }
     }
 
@@ -51,11 +54,12 @@ internal sealed class CrashTally
             UnreadableReadOnly += other.UnreadableReadOnly;
             PartialTail += other.PartialTail;
             ConfirmedByQemu += other.ConfirmedByQemu;
+            RefusalsConfirmedByQemu += other.RefusalsConfirmedByQemu;
         }
     }
 
     public override string ToString() =>
         $"{Checked} crash states checked ({string.Join(", ", ByKind.OrderBy(k => k.Key, StringComparer.Ordinal).Select(k => $"{k.Value} {k.Key}"))}); "
         + $"{NeedCheck} with need-check set, {QemuCorrupt} of them corrupt before the repair, {UnreadableReadOnly} with reads a read-only open must refuse, "
-        + $"{PartialTail} ending in a partial cluster, {Repaired} changed by the writable open, {ConfirmedByQemu} confirmed by qemu-img convert";
+        + $"{PartialTail} ending in a partial cluster, {Repaired} changed by the writable open, {ConfirmedByQemu} confirmed by qemu-img convert, {RefusalsConfirmedByQemu} read-only refusals confirmed by qemu-io";
 }
