@@ -6,7 +6,7 @@ internal sealed class ContinuedRun
     public required string Label { get; init; }
 
     /// <summary>What the input showed: need-check bit, corruption, partial last cluster, leaks.</summary>
-    public required string InputFeatures { get; init; }
+    public required InputFeatures Input { get; init; }
 
     public required RecordedSession Session { get; init; }
 

@@ -38,7 +38,7 @@ internal static class ContinuedSessions
     public static async Task<IReadOnlyList<ContinuedRun>> CheckRepairAsync(WorkloadRun dirtySource, WorkloadRun leakySource, Random random, int inputsEach)
     {
         var runs = new List<ContinuedRun>();
-        foreach (var (source, wanted) in new[] { (dirtySource, (Func<InputFeatures, bool>)(f => f.NeedCheck && f.Corrupt)), (leakySource, f => f.Leaks > 0) })
+        foreach (var (source, wanted) in new[] { (dirtySource, (Func<InputFeatures, bool>)(f => f.NeedCheck && f.Corrupt)), (leakySource, f => f.Reclaimable > 0) })
         {
             var chosen = ChooseInputs(source, random, inputsEach, wanted);
             for (int k = 0; k < chosen.Count; k++)
@@ -103,7 +103,7 @@ internal static class ContinuedSessions
         return new ContinuedRun
         {
             Label = label,
-            InputFeatures = features.ToString(),
+            Input = features,
             Session = session,
             Model = new GuestModel(spec.Size, spec.ClusterSize, source.Model.Baseline.With(overlay), session.Ops, source.Model.Regions),
             Generator = new CrashStateGenerator(input, session.Log),
@@ -138,7 +138,12 @@ internal static class ContinuedSessions
         // A partial last cluster matters when it holds something: the next allocation reuses it.
         int tail = state.Length % source.Spec.ClusterSize;
         bool partialTail = tail != 0 && state.AsSpan(state.Length - tail).ContainsAnyExcept((byte)0);
-        return new InputFeatures(QedHeader.Parse(state).NeedsCheck, check.Corruptions > 0, partialTail, check.Leaks, check.AllocatedClusters);
+        long reclaimable;
+        using (var copy = Open(new MemoryFileAccessor(Path.Combine(source.Dir, "input.qed"), state.ToArray()), new QedOpenOptions { SkipCheckOnOpen = true }))
+        {
+            reclaimable = copy.Check(RepairMode.All).LeaksFixed;
+        }
+        return new InputFeatures(QedHeader.Parse(state).NeedsCheck, check.Corruptions > 0, partialTail, check.Leaks, reclaimable, check.AllocatedClusters);
     }
 
     private static QedImage Open(FileAccessor file, QedOpenOptions options) =>

@@ -235,7 +235,10 @@ internal sealed class CrashStateGenerator
         }
     }
 
-    /// <summary>For every write of every epoch, the state where it alone landed, with the length the file had right after it.</summary>
+    /// <summary>
+    /// For every write of every epoch, the state where it alone landed, with the length the file had right after it, and
+    /// with the length it had when the epoch began (a table update landed, the file did not grow).
+    /// </summary>
     public IEnumerable<CrashRecipe> OneLanded()
     {
         foreach (var (start, end) in _epochs)
@@ -246,6 +249,10 @@ internal sealed class CrashStateGenerator
                 {
                     var truncates = Enumerable.Range(start, i - start).Where(t => _log[t].Kind == FileOpKind.SetLength).ToList();
                     yield return new CrashRecipe { Kind = "one landed", InOrder = start, Writes = [new PersistedWrite(i, null)], Truncates = truncates, Length = _lengthAfter[i + 1], Durable = start, Visible = end };
+                    if (truncates.Count == 0 && _lengthAfter[start] != _lengthAfter[i + 1])
+                    {
+                        yield return new CrashRecipe { Kind = "one landed", InOrder = start, Writes = [new PersistedWrite(i, null)], Truncates = [], Length = _lengthAfter[start], Durable = start, Visible = end };
+                    }
                 }
             }
         }
