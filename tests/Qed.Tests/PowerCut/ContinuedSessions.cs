@@ -27,7 +27,7 @@ internal static class ContinuedSessions
                 // The first request allocates into a table the input has, so it takes the cluster at the input's end.
                 long first = FirstUnallocatedBesideData(repaired);
                 var script = new GuestScript(firstId: 1000 + 100 * k).Write(first, 512 * random.Next(1, 9));
-                return [.. script.Ops, .. GuestScript.Random(random, 6, spec.Size, r => r.NextInt64(spec.Size - 12 * 1024), r => 512 * r.Next(1, 25), zeroes: 0.1, flushes: 0.2, firstId: 1001 + 100 * k)];
+                return [.. script.Ops, .. GuestScript.Draw(random, 6, spec.Size, r => r.NextInt64(spec.Size - 12 * 1024), r => 512 * r.Next(1, 25), zeroes: 0.1, flushes: 0.2, firstId: 1001 + 100 * k)];
             }
             runs.Add(await ContinueAsync(source, $"repair-at-open-{k}", input, features, Script, useAsync: k % 2 == 1, new QedOpenOptions(), maintenance: null));
         }

@@ -23,7 +23,7 @@ internal sealed class GuestScript
     /// <paramref name="count"/> requests: a flush with probability <paramref name="flushes"/>, write-zeroes with probability
     /// <paramref name="zeroes"/>, else a write; offsets and lengths (sectors, at least one) drawn by the callers, clipped to the disk.
     /// </summary>
-    public static IReadOnlyList<GuestOp> Random(Random random, int count, long diskSize, Func<Random, long> offset, Func<Random, long> length, double zeroes, double flushes, int firstId = 1)
+    public static IReadOnlyList<GuestOp> Draw(Random random, int count, long diskSize, Func<Random, long> offset, Func<Random, long> length, double zeroes, double flushes, int firstId = 1)
     {
         var script = new GuestScript(firstId);
         for (int i = 0; i < count; i++)

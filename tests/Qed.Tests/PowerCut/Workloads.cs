@@ -15,7 +15,7 @@ internal static class Workloads
         TableSize = 2,
         Size = 16 * MiB,
         Target = 400,
-        Script = r => GuestScript.Random(r, 16, 16 * MiB, r => r.NextInt64(16 * MiB - 12 * KiB), r => 512 * r.Next(1, 25), zeroes: 0.1, flushes: 0.2),
+        Script = r => GuestScript.Draw(r, 16, 16 * MiB, r => r.NextInt64(16 * MiB - 12 * KiB), r => 512 * r.Next(1, 25), zeroes: 0.1, flushes: 0.2),
     };
 
     /// <summary>
@@ -32,7 +32,7 @@ internal static class Workloads
         UseAsync = true,
         Target = 300,
         Populate = r => Enumerable.Range(0, 8).Select(k => new GuestOp(GuestOpKind.Write, k * 8 * MiB, 256 * KiB, 500 + k)).ToList(),
-        Script = r => GuestScript.Random(r, 16, 64 * MiB, r => r.Next(5) < 3 ? r.Next(8) * 8 * MiB + r.NextInt64(512 * KiB) : r.NextInt64(63 * MiB), r => 512 * r.Next(1, 257), zeroes: 0.15, flushes: 0.2),
+        Script = r => GuestScript.Draw(r, 16, 64 * MiB, r => r.Next(5) < 3 ? r.Next(8) * 8 * MiB + r.NextInt64(512 * KiB) : r.NextInt64(63 * MiB), r => 512 * r.Next(1, 257), zeroes: 0.15, flushes: 0.2),
     };
 
     /// <summary>Writes spread over four L2 tables of 1 GiB each, so most sessions allocate several tables; in-place overwrites too.</summary>
@@ -44,7 +44,7 @@ internal static class Workloads
         Size = 4 * GiB,
         UseAsync = true,
         Target = 300,
-        Script = r => GuestScript.Random(r, 18, 4 * GiB, r => r.Next(4) * GiB + r.NextInt64(3 * MiB), r => 512 * r.Next(1, 321), zeroes: 0.1, flushes: 0.2),
+        Script = r => GuestScript.Draw(r, 18, 4 * GiB, r => r.Next(4) * GiB + r.NextInt64(3 * MiB), r => 512 * r.Next(1, 321), zeroes: 0.1, flushes: 0.2),
     };
 
     /// <summary>Partial-cluster writes over a raw backing file (copy-on-write), some past its end and one table further on.</summary>
@@ -57,7 +57,7 @@ internal static class Workloads
         Backing = BackingKind.Raw,
         BackingLength = 5 * MiB + 123,
         Target = 300,
-        Script = r => GuestScript.Random(r, 16, 1 * GiB + 8 * MiB, r => r.Next(7) == 0 ? GiB + r.NextInt64(7 * MiB) : r.NextInt64(7 * MiB), r => 512 * r.Next(1, 201), zeroes: 0.1, flushes: 0.2),
+        Script = r => GuestScript.Draw(r, 16, 1 * GiB + 8 * MiB, r => r.Next(7) == 0 ? GiB + r.NextInt64(7 * MiB) : r.NextInt64(7 * MiB), r => 512 * r.Next(1, 201), zeroes: 0.1, flushes: 0.2),
     };
 
     /// <summary>Partial-cluster writes over a QED backing file with data in some ranges and holes elsewhere.</summary>
@@ -70,7 +70,7 @@ internal static class Workloads
         Backing = BackingKind.Qed,
         UseAsync = true,
         Target = 350,
-        Script = r => GuestScript.Random(r, 16, 16 * MiB, r => r.NextInt64(16 * MiB - 10 * KiB), r => 512 * r.Next(1, 21), zeroes: 0.1, flushes: 0.2),
+        Script = r => GuestScript.Draw(r, 16, 16 * MiB, r => r.NextInt64(16 * MiB - 10 * KiB), r => 512 * r.Next(1, 21), zeroes: 0.1, flushes: 0.2),
     };
 
     /// <summary>Write-zeroes, cluster aligned (zero clusters) and not (real zeros), over a raw backing file, and writes over zero clusters.</summary>
@@ -120,7 +120,7 @@ internal static class Workloads
         Size = 8 * MiB,
         UseAsync = true,
         Target = 150,
-        Script = r => GuestScript.Random(r, 10, 8 * MiB, r => r.NextInt64(6 * MiB), r => 512 * r.Next(1, 4097), zeroes: 0.15, flushes: 0.2),
+        Script = r => GuestScript.Draw(r, 10, 8 * MiB, r => r.NextInt64(6 * MiB), r => 512 * r.Next(1, 4097), zeroes: 0.15, flushes: 0.2),
     };
 
     /// <summary>1 MiB clusters over a raw backing file: copy-up of large clusters, partial and multi-cluster writes.</summary>
@@ -133,7 +133,7 @@ internal static class Workloads
         Backing = BackingKind.Raw,
         BackingLength = 5 * MiB + 77,
         Target = 150,
-        Script = r => GuestScript.Random(r, 8, 8 * MiB, r => r.NextInt64(6 * MiB), r => 512 * r.Next(1, 4097), zeroes: 0.1, flushes: 0.2),
+        Script = r => GuestScript.Draw(r, 8, 8 * MiB, r => r.NextInt64(6 * MiB), r => 512 * r.Next(1, 4097), zeroes: 0.1, flushes: 0.2),
     };
 
     public static IReadOnlyList<WorkloadSpec> All { get; } = [EmptyImage4K, Existing64K, NewTables64K, CowRaw64K, CowQed4K, Zeroes4KRaw, Big1M, CowRaw1M];
