@@ -48,8 +48,7 @@ internal sealed class CrashStateVerifier
         return VerifyBytes(state, recipe.Durable, recipe.Visible, fileName, confirmWithQemu);
     }
 
-    /// <summary>Checks a state given as bytes (<see cref="Verify"/> without a recipe).</summary>
-    public StateOutcome VerifyBytes(byte[] state, int durable, int visible, string fileName, bool confirmWithQemu)
+    private StateOutcome VerifyBytes(byte[] state, int durable, int visible, string fileName, bool confirmWithQemu)
     {
         string path = Path.Combine(_dir, fileName);
         File.WriteAllBytes(path, state);
@@ -118,9 +117,12 @@ internal sealed class CrashStateVerifier
         byte[] repaired = writableFile.ToArray();
         Require(!QedHeader.Parse(repaired).NeedsCheck, "the need-check bit is set on disk after the repaired session closed");
         bool changed = !repaired.AsSpan().SequenceEqual(state);
-        if (changed && (qemu.Corruptions != 0 || !OnlyFeaturesDiffer(state, repaired)))
+        if (changed)
         {
             File.WriteAllBytes(path, repaired);
+        }
+        if (changed && (qemu.Corruptions != 0 || !OnlyFeaturesDiffer(state, repaired)))
+        {
             var after = QemuOracle.Check(_dir, fileName);
             Require(after.Corruptions == 0 && after.CheckErrors == 0 && after.ExitCode is 0 or 3, $"qemu-img check of the repaired file: {after}");
         }
