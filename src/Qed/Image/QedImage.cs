@@ -23,7 +23,9 @@ namespace Qed.Image;
 /// <item>Write the clusters: the untouched head and tail copied from the backing chain (zeros where the
 /// cluster was a zero cluster or there is no backing file) and the payload.</item>
 /// <item>With a backing file, flush: no table entry may point at a cluster whose copied-up part is not
-/// yet stable, or a crash would replace backing data with zeros.</item>
+/// yet stable, or a crash would replace backing data with zeros. Flush too when the clusters reuse the partial last
+/// cluster an earlier crash left (the pointer rounds the length down): its old bytes are on disk, so unlike space past
+/// the end of the file it would not read as zeros if the entry landed before the data (QEMU does not flush here).</item>
 /// <item>If the L2 table exists, write the changed 512-byte blocks of it (from a patched copy, so the
 /// cache changes only once the disk did). Otherwise reserve a new table after the data, write it whole,
 /// flush, publish it in the cache, then write the L1 block that points at it.</item>
@@ -65,6 +67,8 @@ public sealed class QedImage : BlockDevice
     private BlockDevice? _backing;
     private QedHeader _header;
     private long _fileEnd;
+    /// <summary>The file length at open: clusters reserved below it hold bytes an earlier session left (a partial last cluster).</summary>
+    private long _staleEnd;
     private bool _setNeedCheck;
 
     private QedImage(FileAccessor file, QedHeader header, QedGeometry geometry, byte[] l1, QedOpenOptions options)
@@ -74,7 +78,8 @@ public sealed class QedImage : BlockDevice
         _geometry = geometry;
         _headerBytes = (ulong)header.HeaderSize * header.ClusterSize;
         _l1 = l1;
-        _fileEnd = file.GetLength() & ~geometry.ClusterMask;
+        _staleEnd = file.GetLength();
+        _fileEnd = _staleEnd & ~geometry.ClusterMask;
         // The cache holds slices of L2 tables, so a miss reads only the part of a table it needs.
         _sliceBytes = Math.Min(options.L2SliceSize, geometry.TableBytes);
         _sliceShift = System.Numerics.BitOperations.Log2((uint)(_sliceBytes / sizeof(ulong)));
@@ -261,6 +266,9 @@ public sealed class QedImage : BlockDevice
             if (checker.TruncatedTo >= 0)
             {
                 Volatile.Write(ref _fileEnd, checker.TruncatedTo);
+                // A flush always follows the truncate before data lands there again (the header update here, the need-check
+                // bit or the backing flush of the next allocation), so the space past it reads as zeros like new space.
+                Volatile.Write(ref _staleEnd, Math.Min(Volatile.Read(ref _staleEnd), checker.TruncatedTo));
             }
             var header = Header;
             if (mode != RepairMode.None && header.NeedsCheck && result.Corruptions == 0 && result.CheckErrors == 0)
@@ -472,7 +480,7 @@ public sealed class QedImage : BlockDevice
             long clusters = Reserve((long)run.Count << _geometry.ClusterBits);
             await MarkNeedCheckAsync(useAsync, cancellationToken).ConfigureAwait(false);
             await WriteNewClustersAsync(clusters, offset, source[..length], run.Count, run.FirstState, run.LastState, useAsync, cancellationToken).ConfigureAwait(false);
-            if (Header.HasBackingFile)
+            if (Header.HasBackingFile || clusters < Volatile.Read(ref _staleEnd))
             {
                 await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
             }
