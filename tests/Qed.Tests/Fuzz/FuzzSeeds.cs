@@ -3,7 +3,10 @@ using Qed.Tests.Infrastructure;
 
 namespace Qed.Tests.Fuzz;
 
-/// <summary>Real images to mutate: made by qemu-img/qemu-io and by our engine, small enough to fuzz fast.</summary>
+/// <summary>
+/// Six real images to mutate, made by qemu-img/qemu-io and by our engine, small enough to fuzz fast: 4 KiB and 64 KiB
+/// clusters, tables of 1, 2, 4 and 16 clusters, no backing file, a raw backing file and a QED one.
+/// </summary>
 internal static class FuzzSeeds
 {
     /// <summary>Builds the seed images in <paramref name="dir"/> (with a raw file some of them name as backing) and returns their bytes.</summary>
@@ -41,6 +44,12 @@ internal static class FuzzSeeds
             image.Write(Enumerable.Repeat((byte)3, 10000).ToArray(), 100);
         }
         seeds.Add(("o-ts1.qed", File.ReadAllBytes(ts1)));
+
+        // QED over QED with another geometry: 4 KiB clusters and tables of 16 clusters (64 KiB) over q-64k.qed, whose
+        // format is probed; copied-up clusters, a zero cluster over backing data, and an L2 table far from the first.
+        Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", "-o", "cluster_size=4096,table_size=16", "-b", "q-64k.qed", "-F", "qed", "q-ts16-over-qed.qed");
+        Tools.QemuIo(dir.Path, "qed", "q-ts16-over-qed.qed", "write -P 0x88 4k 2k", "write -z 64k 4k", "write -P 0x99 1040k 8k", "write -P 0xaa 7M 4k");
+        seeds.Add(("q-ts16-over-qed.qed", File.ReadAllBytes(dir.File("q-ts16-over-qed.qed"))));
         return seeds;
     }
 }
