@@ -69,7 +69,7 @@ public sealed class QedImage : BlockDevice
         _geometry = geometry;
         _headerBytes = (ulong)header.HeaderSize * header.ClusterSize;
         _l1 = l1;
-        _fileEnd = file.GetLength() & ~geometry.ClusterMask;
+        _fileEnd = OffsetRules.FileSize(file.GetLength(), geometry);
         // The cache holds slices of L2 tables, so a miss reads only the part of a table it needs.
         _sliceBytes = Math.Min(options.L2SliceSize, geometry.TableBytes);
         _sliceShift = System.Numerics.BitOperations.Log2((uint)(_sliceBytes / sizeof(ulong)));
@@ -101,7 +101,7 @@ public sealed class QedImage : BlockDevice
     /// <summary><c>raw</c> when the header says the backing file is raw (the no-probe bit), else null (the format is probed).</summary>
     public string? BackingFormat => BackingFileName is not null && (Header.Features & QedFeatures.BackingFormatNoProbe) != 0 ? "raw" : null;
 
-    /// <summary>The current end of the allocated area: the file length rounded down to a cluster, plus what this session allocated.</summary>
+    /// <summary>The current end of the allocated area: the file length as QEMU counts it (rounded up to a 512-byte sector, then down to a cluster), plus what this session allocated.</summary>
     public long AllocationEnd => Volatile.Read(ref _fileEnd);
 
     internal L2TableCache Cache => _cache;
