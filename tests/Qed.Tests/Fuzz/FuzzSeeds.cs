@@ -52,4 +52,29 @@ internal static class FuzzSeeds
         seeds.Add(("q-ts16-over-qed.qed", File.ReadAllBytes(dir.File("q-ts16-over-qed.qed"))));
         return seeds;
     }
+
+    /// <summary>Name of the backing file of <see cref="ChainTops.OverQed"/>: the CLI fuzz puts a mutated QED image there.</summary>
+    public const string QedBaseName = "fuzz-base.qed";
+
+    /// <summary>Name of the backing file of <see cref="ChainTops.OverRaw"/>: the CLI fuzz puts raw bytes of a random length there.</summary>
+    public const string RawBaseName = "fuzz-base.raw";
+
+    /// <summary>Two overlays for chains, with data copied up from their backing file, then pointed at <see cref="QedBaseName"/> and <see cref="RawBaseName"/>.</summary>
+    /// <remarks>Needs the files <see cref="Build"/> makes.</remarks>
+    public static ChainTops BuildChainTops(TempDirectory dir)
+    {
+        // 4 KiB clusters over a QED base of 64 KiB clusters (format probed): the top is larger than the base it names.
+        Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", "-o", "cluster_size=4096,table_size=2", "-b", "q-64k.qed", "-F", "qed", "top-over-qed.qed", "16M");
+        Tools.QemuIo(dir.Path, "qed", "top-over-qed.qed", "write -P 0x31 8k 2k", "write -z 1M 64k", "write -P 0x32 15M 8k");
+        Tools.QemuImg(dir.Path, "rebase", "-q", "-u", "-f", "qed", "-b", QedBaseName, "-F", "qed", "top-over-qed.qed");
+
+        // 64 KiB clusters over raw (no probe).
+        Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", "-b", "base.raw", "-F", "raw", "top-over-raw.qed", "1M");
+        Tools.QemuIo(dir.Path, "qed", "top-over-raw.qed", "write -P 0x41 100k 4k", "write -z 512k 64k");
+        Tools.QemuImg(dir.Path, "rebase", "-q", "-u", "-f", "qed", "-b", RawBaseName, "-F", "raw", "top-over-raw.qed");
+        return new ChainTops(File.ReadAllBytes(dir.File("top-over-qed.qed")), File.ReadAllBytes(dir.File("top-over-raw.qed")));
+    }
+
+    /// <summary>The overlays of <see cref="BuildChainTops"/>.</summary>
+    public sealed record ChainTops(byte[] OverQed, byte[] OverRaw);
 }
