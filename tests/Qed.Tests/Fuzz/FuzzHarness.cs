@@ -9,7 +9,8 @@ namespace Qed.Tests.Fuzz;
 /// Runs every operation a user can apply to an image on one (possibly hostile) input, in memory: open read-only, map
 /// and read every extent, convert (with the CLI's copier), check; open writable (with the automatic repair), check -r
 /// all, check, map and read, write, write zeroes, flush, check. Each must end in success or one of our own
-/// <see cref="QedException"/>s, and the read-only pass must leave the file as it was.
+/// <see cref="QedException"/>s, the read-only pass must leave the file as it was, and writes into an image the repair
+/// left without corruption must leave it without corruption.
 /// </summary>
 internal static class FuzzHarness
 {
@@ -98,6 +99,12 @@ internal static class FuzzHarness
             }
             steps.Tolerate(image.Flush);
             last = steps.Tolerate(() => image.Check());
+            // Once the repair left no corruption, every entry points inside the file and every allocation goes past its
+            // end: our own writes must not make the image corrupt.
+            if (repair is { Corruptions: 0, CheckErrors: 0 } && last is { Corruptions: > 0 })
+            {
+                throw new InvalidOperationException($"writes made a repaired image corrupt: after the repair {repair}, at the end {last}");
+            }
         }
         return true;
     }
