@@ -34,7 +34,7 @@ internal static class HeaderValidator
             throw Invalid("QED image size is invalid", "image_size", header.ImageSize, HeaderLayout.ImageSizeOffset);
         }
         ulong headerBytes = (ulong)header.HeaderSize * header.ClusterSize;
-        ulong fileSize = (ulong)fileLength & ~(ulong)geometry.ClusterMask;
+        ulong fileSize = (ulong)OffsetRules.FileSize(fileLength, geometry);
         if (!OffsetRules.IsValidTable(header.L1TableOffset, geometry, headerBytes, fileSize))
         {
             throw new QedFormatException(string.Create(CultureInfo.InvariantCulture,

@@ -79,7 +79,7 @@ public sealed class QedImage : BlockDevice
         _headerBytes = (ulong)header.HeaderSize * header.ClusterSize;
         _l1 = l1;
         _staleEnd = file.GetLength();
-        _fileEnd = _staleEnd & ~geometry.ClusterMask;
+        _fileEnd = OffsetRules.FileSize(_staleEnd, geometry);
         // The cache holds slices of L2 tables, so a miss reads only the part of a table it needs.
         _sliceBytes = Math.Min(options.L2SliceSize, geometry.TableBytes);
         _sliceShift = System.Numerics.BitOperations.Log2((uint)(_sliceBytes / sizeof(ulong)));
@@ -102,8 +102,11 @@ public sealed class QedImage : BlockDevice
     /// <summary>Cluster and table geometry.</summary>
     public QedGeometry Geometry => _geometry;
 
-    /// <summary>The backing file name as stored in the header, or null.</summary>
+    /// <summary>The backing file name as stored in the header (up to its first NUL byte, as QEMU reads it), or null when there is none.</summary>
     public string? BackingFileName { get; private set; }
+
+    /// <summary>True when the header names a backing file (a name that is not empty up to its first NUL byte, as QEMU reads it).</summary>
+    private bool NamesBackingFile => BackingFileName is not null;
 
     /// <summary>The backing file name resolved against this image's directory, or null.</summary>
     public string? BackingFilePath { get; private set; }
@@ -111,7 +114,7 @@ public sealed class QedImage : BlockDevice
     /// <summary><c>raw</c> when the header says the backing file is raw (the no-probe bit), else null (the format is probed).</summary>
     public string? BackingFormat => BackingFileName is not null && (Header.Features & QedFeatures.BackingFormatNoProbe) != 0 ? "raw" : null;
 
-    /// <summary>The current end of the allocated area: the file length rounded down to a cluster, plus what this session allocated.</summary>
+    /// <summary>The current end of the allocated area: the file length as QEMU counts it (rounded up to a 512-byte sector, then down to a cluster), plus what this session allocated.</summary>
     public long AllocationEnd => Volatile.Read(ref _fileEnd);
 
     internal L2TableCache Cache => _cache;
@@ -184,7 +187,12 @@ public sealed class QedImage : BlockDevice
         {
             byte[] name = new byte[header.BackingFilenameSize];
             await file.ReadZeroPaddedAsync(name, header.BackingFilenameOffset, useAsync, cancellationToken).ConfigureAwait(false);
-            backingName = System.Text.Encoding.UTF8.GetString(name);
+            // QEMU reads the name as a C string: it ends at the first NUL byte, and an empty one means no backing file.
+            int end = Array.IndexOf(name, (byte)0);
+            if (end != 0)
+            {
+                backingName = System.Text.Encoding.UTF8.GetString(name, 0, end < 0 ? name.Length : end);
+            }
         }
 
         byte[] l1 = new byte[geometry.TableBytes];
@@ -480,7 +488,7 @@ public sealed class QedImage : BlockDevice
             long clusters = Reserve((long)run.Count << _geometry.ClusterBits);
             await MarkNeedCheckAsync(useAsync, cancellationToken).ConfigureAwait(false);
             await WriteNewClustersAsync(clusters, offset, source[..length], run.Count, run.FirstState, run.LastState, useAsync, cancellationToken).ConfigureAwait(false);
-            if (Header.HasBackingFile || clusters < Volatile.Read(ref _staleEnd))
+            if (NamesBackingFile || clusters < Volatile.Read(ref _staleEnd))
             {
                 await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
             }
@@ -557,7 +565,7 @@ public sealed class QedImage : BlockDevice
             destination.Span.Clear();
             return ValueTask.CompletedTask;
         }
-        if (_backing is null && Header.HasBackingFile)
+        if (_backing is null && NamesBackingFile)
         {
             // Opened without its backing chain: zeros here would silently replace the backing data.
             throw new QedException($"'{FileName}' was opened without its backing file: a partial write into an unallocated cluster cannot copy up the backing data");
@@ -587,7 +595,7 @@ public sealed class QedImage : BlockDevice
                     // QEMU keeps allocated clusters allocated and writes zeros into them (QED-FORMAT.md §5.5).
                     await WriteZeroBytesAsync(offset, done, piece.HostOffset, useAsync, cancellationToken).ConfigureAwait(false);
                 }
-                else if (piece.State == BlockState.Unallocated && Header.HasBackingFile)
+                else if (piece.State == BlockState.Unallocated && NamesBackingFile)
                 {
                     done = await MarkZeroClustersAsync(offset, done, useAsync, cancellationToken).ConfigureAwait(false);
                 }
@@ -820,7 +828,7 @@ public sealed class QedImage : BlockDevice
 
     private async ValueTask MarkNeedCheckAsync(bool useAsync, CancellationToken cancellationToken)
     {
-        if (Header.HasBackingFile || Header.NeedsCheck)
+        if (NamesBackingFile || Header.NeedsCheck)
         {
             return;
         }

@@ -124,12 +124,13 @@ internal static class Mutator
         BinaryPrimitives.WriteUInt64LittleEndian(image.AsSpan(16), features | (random.Next(2) == 0 ? 4UL : 0));
         string[] names = ["base.raw", "missing.qed", "fuzz.qed", "./fuzz.qed", "/", "..", "", "\0\0", new string('a', 300), "q-4k.qed", "/dev/null"];
         byte[] name = System.Text.Encoding.UTF8.GetBytes(names[random.Next(names.Length)]);
-        int offset = random.Next(3) == 0 ? (int)Interesting(random, image.Length, ClusterSize(image)) : 64;
-        BinaryPrimitives.WriteUInt32LittleEndian(image.AsSpan(56), (uint)offset);
+        uint offset = random.Next(3) == 0 ? (uint)Interesting(random, image.Length, ClusterSize(image)) : 64;
+        BinaryPrimitives.WriteUInt32LittleEndian(image.AsSpan(56), offset);
         BinaryPrimitives.WriteUInt32LittleEndian(image.AsSpan(60), random.Next(5) == 0 ? (uint)Interesting(random, image.Length, 4096) : (uint)name.Length);
-        if (offset >= 64 && offset + name.Length <= image.Length)
+        // In 64-bit: an offset near uint.MaxValue plus the name's length must not wrap into range.
+        if (offset >= 64 && (long)offset + name.Length <= image.Length)
         {
-            name.CopyTo(image, offset);
+            name.CopyTo(image, (int)offset);
         }
         return image;
     }
