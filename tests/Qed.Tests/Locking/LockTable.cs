@@ -14,8 +14,25 @@ internal static class LockTable
     public static IReadOnlyList<long> Bytes(string path)
     {
         string key = Key(path);
+        // /proc/locks is generated as it is read: when other processes lock and unlock between two read calls, a line
+        // can be repeated or skipped. Two snapshots that agree are a consistent view.
+        var previous = Snapshot(key, path);
+        for (int attempt = 0; attempt < 100; attempt++)
+        {
+            var next = Snapshot(key, path);
+            if (next.SequenceEqual(previous))
+            {
+                return next;
+            }
+            previous = next;
+        }
+        throw new InvalidOperationException($"/proc/locks never read the same twice for {path}");
+    }
+
+    private static List<long> Snapshot(string key, string path)
+    {
         var bytes = new List<long>();
-        foreach (string line in File.ReadAllLines("/proc/locks"))
+        foreach (string line in ReadProcLocks())
         {
             // "1: OFDLCK ADVISORY  READ -1 00:1b:2159 100 101"; waiters are printed as "1: -> OFDLCK ...".
             string[] fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
@@ -33,6 +50,24 @@ internal static class LockTable
         }
         bytes.Sort();
         return bytes;
+    }
+
+    /// <summary>The lines of /proc/locks, read with one large buffer so that the kernel produces them in as few calls as it can.</summary>
+    private static string[] ReadProcLocks()
+    {
+        using var handle = File.OpenHandle("/proc/locks");
+        byte[] buffer = new byte[1 << 20];
+        int length = 0;
+        int n;
+        while ((n = RandomAccess.Read(handle, buffer.AsSpan(length), length)) > 0)
+        {
+            length += n;
+            if (length == buffer.Length)
+            {
+                Array.Resize(ref buffer, buffer.Length * 2);
+            }
+        }
+        return System.Text.Encoding.ASCII.GetString(buffer, 0, length).Split('\n', StringSplitOptions.RemoveEmptyEntries);
     }
 
     /// <summary>Waits until <paramref name="holder"/> has taken its locks on <paramref name="path"/> (the set is not empty and stays the same), and returns them.</summary>
