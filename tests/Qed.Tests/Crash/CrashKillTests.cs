@@ -52,7 +52,7 @@ public class CrashKillTests
         int seed = TestSeed.For($"CrashKillTests {name}");
         var random = new Random(seed);
         int kills = 0;
-        long started = 0, acknowledged = 0;
+        long started = 0, acknowledged = 0, threadRuns = 0;
         for (int round = 0; round < rounds; round++)
         {
             int roundSeed = random.Next();
@@ -62,8 +62,9 @@ public class CrashKillTests
             kills++;
             started += progress.LastStarted.Sum(last => last + 1L);
             acknowledged += progress.LastFlushed.Count(last => last >= 0);
+            threadRuns += threads;
         }
-        TestSeed.Report($"CrashKillTests {name}: {kills} kills, {started} steps started before them, {acknowledged} thread flushes acknowledged");
+        TestSeed.Report($"CrashKillTests {name}: {kills} kills, {started} steps started before them; in {acknowledged} of {threadRuns} thread runs a flush had been acknowledged (its writes checked)");
         Assert.Equal(rounds, kills);
     }
 
