@@ -52,23 +52,24 @@ public class CrashKillTests
         int seed = TestSeed.For($"CrashKillTests {name}");
         var random = new Random(seed);
         int kills = 0;
-        long started = 0, acknowledged = 0, threadRuns = 0;
+        long started = 0, acknowledged = 0, threadRuns = 0, leaksLeft = 0;
         for (int round = 0; round < rounds; round++)
         {
             int roundSeed = random.Next();
             // Threads start a few steps each before the first kill can land; one thread gets the existing range.
             int killAfterSteps = threads == 1 ? random.Next(5, 1500) : random.Next(6 * 5, 6 * 400);
-            var progress = RunOnce($"{name} seed {seed} round {round}", roundSeed, clusterSize, tableSize, withBacking, threads, stripe, killAfterSteps);
+            var (progress, leaks) = RunOnce($"{name} seed {seed} round {round}", roundSeed, clusterSize, tableSize, withBacking, threads, stripe, killAfterSteps);
             kills++;
             started += progress.LastStarted.Sum(last => last + 1L);
             acknowledged += progress.LastFlushed.Count(last => last >= 0);
             threadRuns += threads;
+            leaksLeft += leaks;
         }
-        TestSeed.Report($"CrashKillTests {name}: {kills} kills, {started} steps started before them; in {acknowledged} of {threadRuns} thread runs a flush had been acknowledged (its writes checked)");
+        TestSeed.Report($"CrashKillTests {name}: {kills} kills, {started} steps started before them; in {acknowledged} of {threadRuns} thread runs a flush had been acknowledged (its writes checked); {leaksLeft} leaked clusters in the middle of files after the repairs");
         Assert.Equal(rounds, kills);
     }
 
-    private static WriterProgress RunOnce(string context, int seed, int clusterSize, int tableSize, bool withBacking, int threads, int stripe, int killAfterSteps)
+    private static (WriterProgress Progress, long LeaksLeft) RunOnce(string context, int seed, int clusterSize, int tableSize, bool withBacking, int threads, int stripe, int killAfterSteps)
     {
         using var dir = new TempDirectory();
         string image = dir.File("crash.qed");
@@ -102,12 +103,19 @@ public class CrashKillTests
         Assert.True(qemu.NoCorruption, $"{context}: qemu-img check after the kill: {qemu.Report}");
 
         bool[] unknown = new bool[DiskSize];
+        long inFlightClusters = 0;
         for (int thread = 0; thread < threads; thread++)
         {
-            var ops = threads == 1
+            var ops = (threads == 1
                 ? CrashPlan.Generate(seed, DiskSize, clusterSize, progress.LastStarted[thread] + 1)
-                : CrashPlan.GenerateStriped(seed, thread, threads, stripe, DiskSize, progress.LastStarted[thread] + 1);
+                : CrashPlan.GenerateStriped(seed, thread, threads, stripe, DiskSize, progress.LastStarted[thread] + 1)).ToArray();
             ApplyToModel(ops, progress.LastFlushed[thread], model, unknown);
+            if (ops.Length > 0 && ops[^1].Kind != CrashOpKind.Flush)
+            {
+                // The step a thread was in when killed may have reserved its clusters and a new L2 table, and never referenced them.
+                var last = ops[^1];
+                inFlightClusters += (last.Offset + last.Length - 1) / clusterSize - last.Offset / clusterSize + 1 + tableSize;
+            }
         }
 
         using (var readOnly = QedImage.Open(image, new QedOpenOptions { ReadOnly = true }))
@@ -125,14 +133,21 @@ public class CrashKillTests
             }
         }
 
+        long leaksLeft;
         using (var writable = QedImage.Open(image, new QedOpenOptions { SkipCheckOnOpen = true }))
         {
             var repaired = writable.Check(RepairMode.Leaks);
-            Assert.True(repaired.Corruptions == 0 && repaired.Leaks == 0, $"{context}: after qed check -r leaks: {repaired}");
+            // One writer allocates at the end of the file, so whatever a kill leaks is at the end and cut off. Threads
+            // allocate concurrently: a step killed after reserving clusters, behind a later reservation that completed,
+            // leaks clusters in the middle of the file, which QED cannot reclaim (harmless: they are never reused).
+            long leaksAllowed = threads == 1 ? 0 : inFlightClusters;
+            Assert.True(repaired.Corruptions == 0 && repaired.CheckErrors == 0 && repaired.Leaks <= leaksAllowed,
+                $"{context}: after qed check -r leaks, with at most {leaksAllowed} clusters of steps in flight at the kill: {repaired}");
+            leaksLeft = repaired.Leaks;
         }
         var after = QemuCheck.Run(dir.Path, image);
-        Assert.True(after.ExitCode == 0, $"{context}: qemu-img check after the leak repair: {after.Report}");
-        return progress;
+        Assert.True(threads == 1 ? after.ExitCode == 0 : after.NoCorruption, $"{context}: qemu-img check after the leak repair: {after.Report}");
+        return (progress, leaksLeft);
     }
 
     /// <summary>Applies one thread's steps to the model: up to its last acknowledged flush they must have landed; later ones may be absent, present or half done.</summary>
