@@ -197,7 +197,8 @@ public class CrashKillTests
         string? line;
         while ((line = process.StandardOutput.ReadLine()) is not null)
         {
-            if (progress.Record(line) == 'S' && ++stepsStarted >= killAfterSteps)
+            // With several threads, also wait until each has started: on two busy cores one can lag far behind the others.
+            if (progress.Record(line) == 'S' && ++stepsStarted >= killAfterSteps && progress.LastStarted.All(last => last >= 0))
             {
                 process.Kill();
                 killed = true;
