@@ -1,4 +1,5 @@
 using Qed.Cli.CommandLine;
+using Qed.Cli.Commands.Convert;
 using Qed.Cli.Conversion;
 using Qed.Cli.Output;
 using Qed.Image;
@@ -11,8 +12,11 @@ namespace Qed.Cli.Commands;
 /// (its backing chain merged in) to a new standalone image, leaving zero areas unallocated (QED) or as holes (raw).
 /// </summary>
 /// <remarks>
-/// The source is opened and the output options are checked before the destination is touched. If the copy fails
-/// half-way, the partial destination is deleted (qemu-img leaves it behind).
+/// The source is opened and the output options are checked before the destination is touched. The output is written to
+/// a hidden new file beside the destination and renamed over it once complete and flushed, so a failure or a kill never
+/// leaves a partial image under the destination's name and never loses the file that was there (qemu-img truncates it
+/// first and leaves a partial output behind); <see cref="ConvertDestination"/> explains the steps. Devices are written in
+/// place, as qemu-img writes them.
 /// </remarks>
 internal static class ConvertCommand
 {
@@ -83,55 +87,71 @@ internal static class ConvertCommand
         using var source = ImageOpener.Open(sourceName, sourceFormat, sourceOptions);
         RefuseOverwritingSource(source, targetName);
         long size = ImageOpener.VirtualSize(source);
+        QedCreateOptions? qedOptions = null;
+        if (outputFormat == "qed")
+        {
+            parameters.Size = size;
+            qedOptions = WithTargetErrors(targetName, outputFormat, parameters.ToQedOptions);
+        }
 
-        var target = CreateTarget(outputFormat, parameters, targetName, size, l2CacheSize, out int granule);
-        bool completed = false;
+        using var destination = ConvertDestination.Prepare(targetName, outputFormat, size);
         try
         {
             var reporter = new ProgressReporter(progress && !quiet ? context.Out : null);
-            reporter.Start();
-            var copier = new SparseCopier(source, target, size, granule);
-            copier.CopyAsync(reporter.Report).GetAwaiter().GetResult();
-            target.Flush();
-            target.Dispose();
-            reporter.Finish();
-            completed = true;
-        }
-        finally
-        {
-            if (!completed)
+            var target = CreateTarget(destination, qedOptions, size, l2CacheSize, out int granule);
+            try
+            {
+                reporter.Start();
+                if (destination.InPlace)
+                {
+                    // A device keeps its old bytes where the sparse copy writes nothing (qemu-img zeroes them too).
+                    target.WriteZeroes(0, size);
+                }
+                var copier = new SparseCopier(source, target, size, granule);
+                copier.CopyAsync(reporter.Report).GetAwaiter().GetResult();
+                target.Flush();
+            }
+            finally
             {
                 target.Dispose();
-                TryDelete(targetName);
             }
+            destination.Commit();
+            reporter.Finish();
+        }
+        catch (Exception e) when (e is CliException or IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            // Messages about the hidden file name the destination instead.
+            throw new CliException(destination.Reword(Program.Describe(e)));
         }
         return 0;
     }
 
-    /// <summary>Creates the empty destination (options validated before the file is created) and opens it for writing.</summary>
-    private static BlockDevice CreateTarget(string format, CreateParameters parameters, string targetName, long size, long? l2CacheSize, out int granule)
+    /// <summary>Creates the empty output (QED when <paramref name="qedOptions"/> are given, else raw) in the destination's file and opens it for writing.</summary>
+    private static BlockDevice CreateTarget(ConvertDestination destination, QedCreateOptions? qedOptions, long size, long? l2CacheSize, out int granule)
     {
-        if (format == "raw")
+        string path = destination.WritePath;
+        if (qedOptions is null)
         {
             granule = RawGranule;
-            return WithTargetErrors(targetName, format, () => RawImage.Create(targetName, size));
+            if (destination.InPlace)
+            {
+                return new RawImage(new DeviceFileAccessor(HandleFileAccessor.Open(path, readOnly: false), size));
+            }
+            return WithTargetErrors(destination.Name, "raw", () => RawImage.Create(path, size));
         }
-        parameters.Size = size;
-        var options = WithTargetErrors(targetName, format, parameters.ToQedOptions);
-        granule = options.ClusterSize;
-        WithTargetErrors(targetName, format, () =>
+        granule = qedOptions.ClusterSize;
+        WithTargetErrors(destination.Name, "qed", () =>
         {
-            QedImage.Create(targetName, options);
+            QedImage.Create(path, qedOptions);
             return 0;
         });
         try
         {
-            return QedImage.Open(targetName, ImageOpener.Options(readOnly: false, l2CacheSize));
+            return QedImage.Open(path, ImageOpener.Options(readOnly: false, l2CacheSize));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            TryDelete(targetName);
-            throw new CliException(ImageOpener.CouldNotOpen(targetName, e));
+            throw new CliException(ImageOpener.CouldNotOpen(path, e));
         }
     }
 
@@ -151,25 +171,17 @@ internal static class ConvertCommand
     /// <summary>Converting onto the source (or a file of its backing chain) would destroy what is being read.</summary>
     private static void RefuseOverwritingSource(BlockDevice source, string targetName)
     {
-        string target = Path.GetFullPath(targetName);
+        if (targetName.Length == 0)
+        {
+            return;
+        }
+        string target = Path.GetFullPath(ConvertDestination.FinalPath(targetName));
         for (BlockDevice? device = source; device is not null; device = device.Backing)
         {
-            if (string.Equals(Path.GetFullPath(device.FileName), target, StringComparison.Ordinal))
+            if (string.Equals(Path.GetFullPath(ConvertDestination.FinalPath(device.FileName)), target, StringComparison.Ordinal))
             {
                 throw new CliException($"{targetName}: the destination is '{device.FileName}', which the source reads from; refusing to overwrite it");
             }
-        }
-    }
-
-    private static void TryDelete(string path)
-    {
-        try
-        {
-            File.Delete(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // The copy's own error is the one worth reporting.
         }
     }
 }

@@ -177,7 +177,119 @@ public partial class ConvertCommandTests : IDisposable
         Assert.StartsWith("qed: error while reading block status at offset 65536: Invalid argument", result.StdErr, StringComparison.Ordinal);
         Assert.Single(QedCli.Lines(result.StdErr));
         Assert.False(File.Exists(F("ours.raw")));
+        Assert.Empty(HiddenFiles());
     }
+
+    [Theory]
+    [InlineData("raw")]
+    [InlineData("qed")]
+    public void A_failure_half_way_keeps_the_old_destination_and_leaves_no_hidden_file(string format)
+    {
+        // 16 MiB of data, then an L2 entry beyond the end of the file at 24 MiB: the copy writes a third of the disk, then fails.
+        Img("create", "-f", "qed", "-o", "cluster_size=65536", F("src.qed"), "32M");
+        Io("qed", "src.qed", "write -P 0x5a 0 16M", "write -P 0x6b 24M 64k");
+        long table = (long)BitConverter.ToUInt64(File.ReadAllBytes(F("src.qed")), 65536);
+        Tools.PokeU64(F("src.qed"), table + (24 << 20) / 65536 * 8, 0x10000000);
+        string source = QedCli.Fingerprint(F("src.qed"));
+        File.WriteAllText(F("old.img"), "the previous image, which must survive");
+        string old = QedCli.Fingerprint(F("old.img"));
+
+        var result = QedCli.Run("convert", "-p", "-O", format, F("src.qed"), F("old.img"));
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.StartsWith($"qed: error while reading block status at offset {24 << 20}: Invalid argument", Assert.Single(QedCli.Lines(result.StdErr)), StringComparison.Ordinal);
+        // Evidence that the copy was under way when it failed: progress was reported past 0 and short of 100.
+        double reached = Progress().Matches(result.StdOut).Select(m => double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).Max();
+        Assert.InRange(reached, 10, 90);
+        Assert.Equal(old, QedCli.Fingerprint(F("old.img")));
+        Assert.Equal(source, QedCli.Fingerprint(F("src.qed")));
+        Assert.Empty(HiddenFiles());
+    }
+
+    [Theory]
+    [InlineData("raw")]
+    [InlineData("qed")]
+    [System.Runtime.Versioning.SupportedOSPlatform("linux")]
+    public void Success_replaces_the_destination_keeps_its_mode_and_leaves_no_hidden_file(string format)
+    {
+        Img("create", "-f", "qed", F("src.qed"), "8M");
+        Io("qed", "src.qed", "write -P 0x33 1M 3M");
+        File.WriteAllText(F("out.img"), "old contents");
+        File.SetUnixFileMode(F("out.img"), UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead);
+
+        QedCli.Ok("convert", "-O", format, F("src.qed"), F("out.img"));
+
+        AssertSameDisk("src.qed", "qed", "out.img", format);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead, File.GetUnixFileMode(F("out.img")));
+        Assert.Empty(HiddenFiles());
+    }
+
+    [Fact]
+    public void A_symbolic_link_destination_keeps_the_link_and_replaces_the_file_it_names()
+    {
+        Img("create", "-f", "qed", F("src.qed"), "4M");
+        Io("qed", "src.qed", "write -P 0x44 0 1M");
+        Directory.CreateDirectory(F("sub"));
+        File.WriteAllText(F("sub/real.raw"), "old");
+        File.CreateSymbolicLink(F("link.raw"), "sub/real.raw");
+        File.CreateSymbolicLink(F("dangling.raw"), "sub/new.raw");
+
+        QedCli.Ok("convert", "-O", "raw", F("src.qed"), F("link.raw"));
+        QedCli.Ok("convert", "-O", "raw", F("src.qed"), F("dangling.raw"));
+
+        Assert.Equal("sub/real.raw", new FileInfo(F("link.raw")).LinkTarget);
+        Assert.Equal("sub/new.raw", new FileInfo(F("dangling.raw")).LinkTarget);
+        AssertSameDisk("src.qed", "qed", "sub/real.raw", "raw");
+        AssertSameDisk("src.qed", "qed", "sub/new.raw", "raw");
+        Assert.Empty(HiddenFiles());
+        Assert.Empty(Directory.GetFiles(F("sub"), ".*"));
+    }
+
+    [Fact]
+    public void Destinations_that_cannot_be_created_fail_with_qemu_img_wording()
+    {
+        Img("create", "-f", "qed", F("src.qed"), "1M");
+        Directory.CreateDirectory(F("dir"));
+        Assert.Equal(0, Tools.Run("mkfifo", [F("fifo")]).ExitCode);
+        foreach (string target in new[] { F("no/such/dir/out.raw"), F("dir"), F("fifo"), "" })
+        {
+            var qemu = Tools.QemuImgRaw(_dir.Path, "convert", "-O", "raw", F("src.qed"), target);
+            var ours = QedCli.Run("convert", "-O", "raw", F("src.qed"), target);
+            Assert.Equal(1, qemu.ExitCode);
+            Assert.Equal(1, ours.ExitCode);
+            Assert.Equal(QedCli.AsQed(qemu.StdErr), ours.StdErr);
+        }
+        Assert.Equal("fifo", Tools.Run("stat", ["-c", "%F", F("fifo")]).StdOut.Trim());
+        Assert.Empty(HiddenFiles());
+    }
+
+    [Fact]
+    public void A_device_destination_is_written_in_place_and_never_deleted()
+    {
+        // A private character device like /dev/null (needs root); a failed convert must never delete it.
+        if (Tools.Run("mknod", [F("null"), "c", "1", "3"]).ExitCode != 0)
+        {
+            Assert.Skip("mknod needs root");
+        }
+        Img("create", "-f", "qed", F("empty.qed"), "0");
+        Img("create", "-f", "qed", F("src.qed"), "8M");
+
+        QedCli.Ok("convert", "-O", "raw", F("empty.qed"), F("null"));
+        var qemu = Tools.QemuImgRaw(_dir.Path, "convert", "-O", "raw", F("src.qed"), F("null"));
+        var ours = QedCli.Run("convert", "-O", "raw", F("src.qed"), F("null"));
+        Assert.Equal(1, ours.ExitCode);
+        Assert.Equal(QedCli.AsQed(qemu.StdErr), ours.StdErr);
+        Assert.Equal($"qed: {F("null")}: error while converting raw: Cannot grow device files\n", ours.StdErr);
+        // QED grows at the end of its file, which a device cannot do.
+        var qed = QedCli.Run("convert", "-O", "qed", F("src.qed"), F("null"));
+        Assert.Equal($"qed: {F("null")}: error while converting qed: Cannot resize device files\n", qed.StdErr);
+
+        Assert.Equal("character special file", Tools.Run("stat", ["-c", "%F", F("null")]).StdOut.Trim());
+        Assert.Empty(HiddenFiles());
+    }
+
+    /// <summary>Hidden files convert writes before renaming (<c>.NAME.qed-convert-XXXXXX</c>) left in the test directory.</summary>
+    private string[] HiddenFiles() => Directory.GetFiles(_dir.Path, "*.qed-convert-*");
 
     private static void AssertFails(string[] args, string expectedStart)
     {
@@ -186,6 +298,9 @@ public partial class ConvertCommandTests : IDisposable
         Assert.Single(QedCli.Lines(result.StdErr));
         Assert.StartsWith(expectedStart, result.StdErr, StringComparison.Ordinal);
     }
+
+    [GeneratedRegex(@"\((\d+\.\d\d)/100%\)")]
+    private static partial Regex Progress();
 
     [GeneratedRegex(@"""start"": (?<start>\d+), ""length"": (?<length>\d+), ""depth"": \d+, ""present"": \w+, ""zero"": \w+, ""data"": (?<data>\w+)")]
     private static partial Regex MapEntry();
