@@ -164,7 +164,7 @@ internal static class ConvertCommand
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
         {
-            throw new CliException($"{targetName}: error while converting {format}: {Program.Describe(e)}");
+            throw new CliException($"{targetName}: error while converting {format}: {Program.Describe(e)}", e);
         }
     }
 

@@ -97,6 +97,9 @@ internal sealed class HandleFileAccessor : FileAccessor
         }
     }
 
+    /// <summary>The OS handle (for callers that need file facts .NET does not give, such as a device's size).</summary>
+    internal SafeFileHandle Handle => _handle;
+
     /// <summary>The image locks this handle holds now.</summary>
     public ImageLockSet Locks => _lock.Current;
 

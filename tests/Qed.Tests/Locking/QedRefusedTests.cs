@@ -11,22 +11,24 @@ namespace Qed.Tests.Locking;
 public sealed class QedRefusedTests : IDisposable
 {
     private const string Image = "img";
+    private const string Source = "src.raw";
     private readonly TempDirectory _dir = new();
 
     public void Dispose() => _dir.Dispose();
 
     [Theory]
     // Every command but the -U readers and the -U refusals (force-share needs read-only: one line, no hint).
-    [InlineData("qed", false, 11)]
+    [InlineData("qed", false, 13)]
     // Served read-only, with the need-check bit and an auto-clear bit set (a writable open would repair and rewrite the
     // header): the writers are refused (check -r, io, bench -w, both creates).
-    [InlineData("qed", true, 6)]
+    [InlineData("qed", true, 8)]
     // qemu-nbd shares writes of a raw image but refuses resizing (both creates); convert refuses writers of its source.
-    [InlineData("raw", false, 3)]
+    [InlineData("raw", false, 5)]
     public void Qed_answers_as_qemu_while_qemu_nbd_serves_the_image(string format, bool readOnlyServer, int expectedRefusals)
     {
         Tools.QemuImg(_dir.Path, "create", "-q", "-f", format, Image, "1M");
         Tools.QemuIo(_dir.Path, format, Image, "write -P 0x5a 0 64k");
+        File.WriteAllBytes(_dir.File(Source), new byte[64 * 1024]);
         if (readOnlyServer)
         {
             Tools.Poke(_dir.File(Image), 16, 0x02);
@@ -128,6 +130,9 @@ public sealed class QedRefusedTests : IDisposable
         yield return ["bench", "-q", "-U", "-w", "-c", "1", "-f", format, Image];
         yield return ["convert", "-f", format, "-O", "raw", Image, "OUT"];
         yield return ["convert", "-U", "-f", format, "-O", "raw", Image, "OUT"];
+        // Onto the image in use: the destination is locked before anything is written (both write it, where allowed).
+        yield return ["convert", "-O", "raw", Source, Image];
+        yield return ["convert", "-O", "qed", Source, Image];
         yield return ["create", "-f", format, Image, "1M"];
         yield return ["create", "-f", "qed", Image, "1M"];
     }

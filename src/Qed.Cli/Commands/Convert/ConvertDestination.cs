@@ -1,5 +1,4 @@
 using System.Security.Cryptography;
-using Microsoft.Win32.SafeHandles;
 using Qed.Cli.Native;
 using Qed.IO;
 
@@ -34,10 +33,10 @@ internal sealed class ConvertDestination : IDisposable
 
     private readonly string _name;
     private readonly string _format;
-    private SafeFileHandle? _existing;
+    private HandleFileAccessor? _existing;
     private bool _committed;
 
-    private ConvertDestination(string name, string format, string path, string writePath, SafeFileHandle? existing)
+    private ConvertDestination(string name, string format, string path, string writePath, HandleFileAccessor? existing)
     {
         _name = name;
         _format = format;
@@ -169,7 +168,7 @@ internal sealed class ConvertDestination : IDisposable
             long deviceSize;
             try
             {
-                deviceSize = FileKinds.DeviceSize(device);
+                deviceSize = FileKinds.DeviceSize(device.Handle);
             }
             catch (IOException e)
             {
@@ -188,16 +187,24 @@ internal sealed class ConvertDestination : IDisposable
         }
     }
 
-    /// <summary>Opens an existing destination for writing without changing it: fails as qemu-img's open would (no permission, read-only file system).</summary>
-    private static SafeFileHandle OpenExisting(string name, string format, string path)
+    /// <summary>
+    /// Opens an existing destination for writing without changing it and takes the locks <c>qemu-img create</c> takes: it
+    /// fails as qemu-img's open would (no permission, read-only file system, QEMU or another qed using the image), and
+    /// until the output replaces it neither QEMU nor qed can open it.
+    /// </summary>
+    private static HandleFileAccessor OpenExisting(string name, string format, string path)
     {
         try
         {
-            return File.OpenHandle(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
+            return HandleFileAccessor.OpenForOverwrite(path, FileMode.Open);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (QedLockException e)
         {
-            throw Failure(name, format, $"Could not create '{name}': {HandleFileAccessor.DescribeOpenError(e)}");
+            throw new CliException($"{name}: error while converting {format}: {e.Message}", e);
+        }
+        catch (QedException e)
+        {
+            throw Failure(name, format, $"Could not create '{name}': {HandleFileAccessor.DescribeOpenError(e.InnerException ?? e)}");
         }
     }
 
