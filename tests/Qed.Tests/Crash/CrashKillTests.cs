@@ -180,6 +180,8 @@ public class CrashKillTests
     {
         string writer = Path.Combine(AppContext.BaseDirectory, "Qed.CrashWriter.dll");
         var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        // A killed runtime cannot remove its diagnostic pipes from /tmp; the writer needs none.
+        info.Environment["DOTNET_EnableDiagnostics"] = "0";
         info.ArgumentList.Add(writer);
         info.ArgumentList.Add(image);
         info.ArgumentList.Add(seed.ToString(CultureInfo.InvariantCulture));

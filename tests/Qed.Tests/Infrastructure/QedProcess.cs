@@ -48,6 +48,8 @@ public static class QedProcess
         {
             info.ArgumentList.Add(argument);
         }
+        // A killed managed qed cannot remove its diagnostic pipes from /tmp; it needs none.
+        info.Environment["DOTNET_EnableDiagnostics"] = "0";
         return info;
     }
 }

@@ -20,6 +20,8 @@ public static class Tools
         {
             info.ArgumentList.Add(argument);
         }
+        // A .NET child killed on timeout cannot remove its diagnostic pipes from /tmp; none of the tools needs them.
+        info.Environment["DOTNET_EnableDiagnostics"] = "0";
         using var process = Process.Start(info) ?? throw new InvalidOperationException($"Could not start {program}");
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
