@@ -14,7 +14,7 @@ namespace Qed.Tests.Concurrency;
 /// </remarks>
 public class StressTests
 {
-    /// <summary>Slices of 512 bytes (64 entries) when the cache is tiny, so that even a 12 MiB disk spans many slices.</summary>
+    /// <summary>Slices of 512 bytes (64 entries) when the cache is tiny, so that even a small disk spans many slices.</summary>
     private const int SmallSlice = 512;
 
     public static TheoryData<int, int, bool, long> Cases => new()
@@ -33,18 +33,20 @@ public class StressTests
     {
         const int Threads = 6;
         const int OpsPerThread = 1500;
-        const long Size = 12L << 20;
+        // At least twelve 512-byte slices of L2 entries, so that a two- or three-slice cache cannot end up holding every
+        // slice (it grows past its capacity while all its entries are in use and shrinks only at the next miss).
+        long size = Math.Max(12L << 20, 12L * SmallSlice / sizeof(ulong) * clusterSize);
         using var dir = new TempDirectory();
         string path = dir.File("s.qed");
-        byte[] model = new byte[Size];
+        byte[] model = new byte[size];
         if (withBacking)
         {
-            byte[] backing = new byte[(int)(Size / 2) + 777];
+            byte[] backing = new byte[(int)(size / 2) + 777];
             new Random(clusterSize + tableSize).NextBytes(backing);
             File.WriteAllBytes(dir.File("b.raw"), backing);
             backing.CopyTo(model, 0);
         }
-        QedImage.Create(path, new QedCreateOptions { Size = Size, ClusterSize = clusterSize, TableSize = tableSize, BackingFile = withBacking ? "b.raw" : null, BackingFormat = withBacking ? "raw" : null });
+        QedImage.Create(path, new QedCreateOptions { Size = size, ClusterSize = clusterSize, TableSize = tableSize, BackingFile = withBacking ? "b.raw" : null, BackingFormat = withBacking ? "raw" : null });
 
         var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
         await using (var image = await QedImage.OpenAsync(path, new QedOpenOptions { L2CacheSize = cacheBytes, L2SliceSize = cacheBytes <= 3 * SmallSlice ? SmallSlice : 4096 }))
@@ -55,7 +57,7 @@ public class StressTests
                 start.Wait();
                 var random = new Random(t * 7919 + clusterSize);
                 bool useAsync = t % 2 == 0;
-                long sectors = Size / 512;
+                long sectors = size / 512;
                 for (int op = 0; op < OpsPerThread; op++)
                 {
                     int roll = random.Next(100);
@@ -112,7 +114,7 @@ public class StressTests
             await Task.WhenAll(workers);
             Assert.True(errors.IsEmpty, string.Join("\n", errors.Take(5)));
 
-            byte[] all = new byte[Size];
+            byte[] all = new byte[size];
             await image.ReadAsync(all, 0);
             Assert.True(all.AsSpan().SequenceEqual(model), "the whole disk differs from the model after the run");
             if (cacheBytes <= 3 * SmallSlice)
