@@ -47,14 +47,7 @@ for (int t = 0; t < threads; t++)
         try
         {
             start.SignalAndWait();
-            if (thread % 2 == 0)
-            {
-                RunSync(thread);
-            }
-            else
-            {
-                RunAsync(thread).GetAwaiter().GetResult();
-            }
+            Run(thread, useAsync: thread % 2 == 1).GetAwaiter().GetResult();
         }
         catch (Exception e)
         {
@@ -82,7 +75,8 @@ if (failures.Count > 0)
 stdout.WriteLine("DONE");
 return 0;
 
-void RunSync(int thread)
+// One loop for both APIs: the synchronous calls complete inline, so the task is already done when it returns.
+async Task Run(int thread, bool useAsync)
 {
     byte[] buffer = new byte[4 << 20];
     int index = 0;
@@ -92,40 +86,36 @@ void RunSync(int thread)
         switch (op.Kind)
         {
             case CrashOpKind.Flush:
-                image.Flush();
+                if (useAsync)
+                {
+                    await image.FlushAsync().ConfigureAwait(false);
+                }
+                else
+                {
+                    image.Flush();
+                }
                 Report('F', thread, index);
                 break;
             case CrashOpKind.WriteZeroes:
-                image.WriteZeroes(op.Offset, op.Length);
+                if (useAsync)
+                {
+                    await image.WriteZeroesAsync(op.Offset, op.Length).ConfigureAwait(false);
+                }
+                else
+                {
+                    image.WriteZeroes(op.Offset, op.Length);
+                }
                 break;
             default:
                 op.FillBuffer(buffer.AsSpan(0, op.Length));
-                image.Write(buffer.AsMemory(0, op.Length), op.Offset);
-                break;
-        }
-        index++;
-    }
-}
-
-async Task RunAsync(int thread)
-{
-    byte[] buffer = new byte[4 << 20];
-    int index = 0;
-    foreach (var op in PlanOf(thread))
-    {
-        Report('S', thread, index);
-        switch (op.Kind)
-        {
-            case CrashOpKind.Flush:
-                await image.FlushAsync().ConfigureAwait(false);
-                Report('F', thread, index);
-                break;
-            case CrashOpKind.WriteZeroes:
-                await image.WriteZeroesAsync(op.Offset, op.Length).ConfigureAwait(false);
-                break;
-            default:
-                op.FillBuffer(buffer.AsSpan(0, op.Length));
-                await image.WriteAsync(buffer.AsMemory(0, op.Length), op.Offset).ConfigureAwait(false);
+                if (useAsync)
+                {
+                    await image.WriteAsync(buffer.AsMemory(0, op.Length), op.Offset).ConfigureAwait(false);
+                }
+                else
+                {
+                    image.Write(buffer.AsMemory(0, op.Length), op.Offset);
+                }
                 break;
         }
         index++;
