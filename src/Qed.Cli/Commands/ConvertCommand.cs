@@ -8,7 +8,7 @@ using Qed.IO;
 namespace Qed.Cli.Commands;
 
 /// <summary>
-/// <c>qed convert [-f FMT] [-O qed|raw] [-o OPTIONS] [-p] [-q] [--l2-cache-size=SIZE] SOURCE DESTINATION</c>: writes the disk SOURCE shows
+/// <c>qed convert [-f FMT] [-O qed|raw] [-o OPTIONS] [-p] [-q] [-U] [--l2-cache-size=SIZE] SOURCE DESTINATION</c>: writes the disk SOURCE shows
 /// (its backing chain merged in) to a new standalone image, leaving zero areas unallocated (QED) or as holes (raw).
 /// </summary>
 /// <remarks>
@@ -121,7 +121,7 @@ internal static class ConvertCommand
         catch (Exception e) when (e is CliException or IOException or UnauthorizedAccessException or ArgumentException)
         {
             // Messages about the hidden file name the destination instead.
-            throw new CliException(destination.Reword(Program.Describe(e)));
+            throw new CliException(destination.Reword(Program.Describe(e)), e);
         }
         return 0;
     }

@@ -4,6 +4,7 @@ using Qed.Check;
 using Qed.CrashWriter;
 using Qed.Image;
 using Qed.Tests.Infrastructure;
+using Qed.Tests.Interop;
 
 namespace Qed.Tests.Crash;
 
@@ -99,8 +100,8 @@ public class CrashKillTests
             Assert.True(progress.LastStarted.All(last => last >= 0), $"{context}: not every thread had started: {string.Join(',', progress.LastStarted)}");
         }
 
-        var qemu = QemuCheck.Run(dir.Path, image);
-        Assert.True(qemu.NoCorruption, $"{context}: qemu-img check after the kill: {qemu.Report}");
+        var qemu = QemuOracle.Check(dir.Path, image);
+        Assert.True(qemu.NoCorruption, $"{context}: qemu-img check after the kill: {qemu}");
 
         bool[] unknown = new bool[DiskSize];
         long inFlightClusters = 0;
@@ -145,8 +146,8 @@ public class CrashKillTests
                 $"{context}: after qed check -r leaks, with at most {leaksAllowed} clusters of steps in flight at the kill: {repaired}");
             leaksLeft = repaired.Leaks;
         }
-        var after = QemuCheck.Run(dir.Path, image);
-        Assert.True(threads == 1 ? after.ExitCode == 0 : after.NoCorruption, $"{context}: qemu-img check after the leak repair: {after.Report}");
+        var after = QemuOracle.Check(dir.Path, image);
+        Assert.True(threads == 1 ? after.ExitCode == 0 : after.NoCorruption, $"{context}: qemu-img check after the leak repair: {after}");
         return (progress, leaksLeft);
     }
 

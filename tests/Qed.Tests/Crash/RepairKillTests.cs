@@ -4,6 +4,7 @@ using Qed.Check;
 using Qed.CrashWriter;
 using Qed.Image;
 using Qed.Tests.Infrastructure;
+using Qed.Tests.Interop;
 
 namespace Qed.Tests.Crash;
 
@@ -67,9 +68,9 @@ public class RepairKillTests
         using var dir = new TempDirectory();
         string template = dir.File("template.qed");
         var dirty = DirtyImage.Build(template, clusterSize, tableSize, tables, random.Next());
-        var planted = QemuCheck.Run(dir.Path, template);
+        var planted = QemuOracle.Check(dir.Path, template);
         Assert.True(planted.ExitCode == 2 && planted.Corruptions == dirty.PlantedCorruptions && planted.CheckErrors == 0,
-            $"{name}: qemu-img check should see the {dirty.PlantedCorruptions} planted corruptions: {planted.Report}");
+            $"{name}: qemu-img check should see the {dirty.PlantedCorruptions} planted corruptions: {planted}");
 
         // qed io writes in place into a data cluster once the repair is done: no allocation, so the need-check bit stays clear.
         var written = dirty.Data[0];
@@ -129,9 +130,9 @@ public class RepairKillTests
 
             // The killed repair added no corruption: QEMU counts exactly the planted entries it had not yet zeroed.
             Assert.True(state.NeedCheckSet || state.Remaining == 0, $"{context}: the need-check bit was cleared with {state.Remaining} invalid entries left");
-            var qemu = QemuCheck.Run(dir.Path, victim);
+            var qemu = QemuOracle.Check(dir.Path, victim);
             Assert.True(qemu.ExitCode is 0 or 2 or 3 && qemu.CheckErrors == 0 && qemu.Corruptions == state.Remaining,
-                $"{context}: after the kill ({state}) qemu-img check should count {state.Remaining} corruptions: {qemu.Report}");
+                $"{context}: after the kill ({state}) qemu-img check should count {state.Remaining} corruptions: {qemu}");
 
             // The image opens read-only as it is, and every data cluster reads back (the io write's range may hold either bytes).
             // qed io's write is acknowledged when qed exits 0; a kill may have come before or after it.
@@ -236,8 +237,8 @@ public class RepairKillTests
             Assert.True(check.Corruptions == 0 && check.CorruptionsFixed == 0 && check.Leaks == 0 && check.LeaksFixed == 0 && check.CheckErrors == 0,
                 $"{context}: a second repair still found work: {check}");
         }
-        var qemu = QemuCheck.Run(directory, image);
-        Assert.True(qemu.ExitCode == 0, $"{context}: qemu-img check after the repair: {qemu.Report}");
+        var qemu = QemuOracle.Check(directory, image);
+        Assert.True(qemu.ExitCode == 0, $"{context}: qemu-img check after the repair: {qemu}");
     }
 
     /// <summary>The repaired file equals the complete run's, except that qed io's 4 KiB write may be missing (killed before it).</summary>

@@ -1,3 +1,5 @@
+using Qed.Tests.Infrastructure;
+
 namespace Qed.Tests.Fuzz;
 
 /// <summary>How an image was last compared with qemu-img check.</summary>

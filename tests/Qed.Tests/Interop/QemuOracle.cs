@@ -9,6 +9,9 @@ internal sealed record QemuCheckReport(int ExitCode, long TotalClusters, long Al
 {
     public bool IsClean => ExitCode == 0 && Corruptions == 0 && Leaks == 0 && CheckErrors == 0;
 
+    /// <summary>True when QEMU checked the image and found neither corruption nor a failure to check (leaks allowed).</summary>
+    public bool NoCorruption => ExitCode is 0 or 3 && Corruptions == 0 && CheckErrors == 0;
+
     public override string ToString() => Output;
 }
 
@@ -24,15 +27,8 @@ internal static class QemuOracle
     public static QemuCheckReport Check(string dir, string image, string format = "qed")
     {
         var result = Tools.QemuImgRaw(dir, "check", "-f", format, "--output=json", image);
-        string text = result.ToString();
-        if (string.IsNullOrWhiteSpace(result.StdOut))
-        {
-            return new QemuCheckReport(result.ExitCode, 0, 0, 0, 0, 0, 0, text);
-        }
-        using var json = JsonDocument.Parse(result.StdOut);
-        long Get(string key) => json.RootElement.TryGetProperty(key, out var value) ? value.GetInt64() : 0;
-        return new QemuCheckReport(result.ExitCode, Get("total-clusters"), Get("allocated-clusters"), Get("fragmented-clusters"),
-            Get("corruptions"), Get("leaks"), Get("check-errors"), text);
+        var report = CheckReport.From(result);
+        return new QemuCheckReport(report.ExitCode, report.Total, report.Allocated, report.Fragmented, report.Corruptions, report.Leaks, report.CheckErrors, result.ToString());
     }
 
     /// <summary>

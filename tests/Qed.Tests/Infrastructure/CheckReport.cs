@@ -1,7 +1,6 @@
 using System.Text.Json;
-using Qed.Tests.Infrastructure;
 
-namespace Qed.Tests.Fuzz;
+namespace Qed.Tests.Infrastructure;
 
 /// <summary>A check report from <c>qed check --output=json</c> or <c>qemu-img check --output=json</c>; absent keys count as 0 (both print only non-zero counters).</summary>
 internal sealed record CheckReport(int ExitCode, bool HasReport, long Total, long Allocated, long Fragmented, long Corruptions, long CorruptionsFixed,
