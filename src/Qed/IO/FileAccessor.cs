@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
 
 namespace Qed.IO;
@@ -26,6 +27,31 @@ internal abstract class FileAccessor : IDisposable
 
     /// <summary>Sets the file length (extending with a hole or truncating).</summary>
     public abstract void SetLength(long length);
+
+    /// <summary>
+    /// Makes <paramref name="length"/> bytes at <paramref name="offset"/> read as zeros; with <paramref name="deallocate"/>
+    /// the file system may free them (a hole), without it they stay allocated. The file length does not change, except
+    /// that this default, which writes zeros, extends a file that ends inside the range.
+    /// </summary>
+    public virtual async ValueTask ZeroRangeAsync(long offset, long length, bool deallocate, bool useAsync, CancellationToken cancellationToken)
+    {
+        const int chunk = 1 << 20;
+        byte[] zeros = ArrayPool<byte>.Shared.Rent((int)Math.Min(length, chunk));
+        try
+        {
+            Array.Clear(zeros);
+            for (long done = 0; done < length;)
+            {
+                int n = (int)Math.Min(zeros.Length, length - done);
+                await WriteAsync(zeros.AsMemory(0, n), offset + done, useAsync, cancellationToken).ConfigureAwait(false);
+                done += n;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(zeros);
+        }
+    }
 
     /// <summary>Reads exactly <paramref name="buffer"/>.Length bytes, filling what lies past the end of the file with zeros.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]

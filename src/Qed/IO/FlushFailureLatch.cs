@@ -32,6 +32,9 @@ internal sealed class FlushFailureLatch : FileAccessor
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, long offset, bool useAsync, CancellationToken cancellationToken) =>
         _inner.WriteAsync(buffer, offset, useAsync, cancellationToken);
 
+    public override ValueTask ZeroRangeAsync(long offset, long length, bool deallocate, bool useAsync, CancellationToken cancellationToken) =>
+        _inner.ZeroRangeAsync(offset, length, deallocate, useAsync, cancellationToken);
+
     public override async ValueTask FlushAsync(bool useAsync, CancellationToken cancellationToken)
     {
         var failure = Failure;

@@ -129,6 +129,18 @@ internal sealed class HandleFileAccessor : FileAccessor
         return ValueTask.CompletedTask;
     }
 
+    public override ValueTask ZeroRangeAsync(long offset, long length, bool deallocate, bool useAsync, CancellationToken cancellationToken)
+    {
+        if (length == 0)
+        {
+            return ValueTask.CompletedTask;
+        }
+        // fallocate is a metadata change, quick next to writing the zeros, so both modes run it inline.
+        cancellationToken.ThrowIfCancellationRequested();
+        int errno = LinuxFileSpace.Zero(_handle, offset, length, deallocate);
+        return errno == 0 ? ValueTask.CompletedTask : base.ZeroRangeAsync(offset, length, deallocate, useAsync, cancellationToken);
+    }
+
     public override ValueTask FlushAsync(bool useAsync, CancellationToken cancellationToken)
     {
         // RandomAccess has no async flush; fsync is short next to the writes it follows, so both modes run it inline.

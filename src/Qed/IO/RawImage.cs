@@ -5,7 +5,6 @@ namespace Qed.IO;
 /// <summary>A raw image: the file's bytes are the disk, its length is the size.</summary>
 public sealed class RawImage : BlockDevice
 {
-    private const int ZeroChunk = 1 << 20;
     private readonly FileAccessor _file;
     private long _size;
 
@@ -82,16 +81,28 @@ public sealed class RawImage : BlockDevice
         _file.WriteAsync(source, offset, useAsync, cancellationToken);
 
     /// <inheritdoc />
-    protected internal override async ValueTask WriteZeroesCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
+    public override BlockDeviceCapabilities Capabilities => IsReadOnly
+        ? BlockDeviceCapabilities.None
+        : BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Shrink;
+
+    /// <inheritdoc />
+    /// <remarks>A hole punched in the file when unmapping is allowed, else the range zeroed in place; both with
+    /// <c>fallocate</c>, falling back to writing zeros where the file system has no such mode.</remarks>
+    protected internal override ValueTask WriteZeroesCoreAsync(long offset, long length, bool mayUnmap, bool useAsync, CancellationToken cancellationToken) =>
+        _file.ZeroRangeAsync(offset, length, mayUnmap, useAsync, cancellationToken);
+
+    /// <inheritdoc />
+    /// <remarks>Punches a hole: the range reads as zeros afterwards.</remarks>
+    protected internal override ValueTask DiscardCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken) =>
+        _file.ZeroRangeAsync(offset, length, deallocate: true, useAsync, cancellationToken);
+
+    /// <inheritdoc />
+    /// <remarks>Truncates or extends the file (with a hole) and flushes, so the new length is durable.</remarks>
+    protected internal override async ValueTask ResizeCoreAsync(long size, bool useAsync, CancellationToken cancellationToken)
     {
-        byte[] zeros = new byte[(int)Math.Min(length, ZeroChunk)];
-        while (length > 0)
-        {
-            int n = (int)Math.Min(length, zeros.Length);
-            await _file.WriteAsync(zeros.AsMemory(0, n), offset, useAsync, cancellationToken).ConfigureAwait(false);
-            offset += n;
-            length -= n;
-        }
+        _file.SetLength(size);
+        Volatile.Write(ref _size, size);
+        await _file.FlushAsync(useAsync, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />

@@ -15,15 +15,26 @@ public sealed partial class QedImage
     public ValueTask<CheckResult> CheckAsync(RepairMode mode = RepairMode.None, CancellationToken cancellationToken = default) =>
         CheckCoreAsync(mode, useAsync: true, cancellationToken);
 
-    private async ValueTask<CheckResult> CheckCoreAsync(RepairMode mode, bool useAsync, CancellationToken cancellationToken) =>
-        (await RunCheckAsync(mode, useAsync, cancellationToken).ConfigureAwait(false)).Result;
+    private async ValueTask<CheckResult> CheckCoreAsync(RepairMode mode, bool useAsync, CancellationToken cancellationToken)
+    {
+        EnterRequest();
+        try
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            return (await RunCheckAsync(mode, useAsync, cancellationToken).ConfigureAwait(false)).Result;
+        }
+        finally
+        {
+            ExitRequest();
+        }
+    }
 
     /// <summary>Runs the check; also returns the first I/O error it counted in <see cref="CheckResult.CheckErrors"/>.</summary>
     private async ValueTask<(CheckResult Result, IOException? FirstFailure)> RunCheckAsync(RepairMode mode, bool useAsync, CancellationToken cancellationToken)
     {
         if (mode != RepairMode.None && IsReadOnly)
         {
-            throw new QedException($"'{FileName}' is open read-only: a repair needs write access");
+            throw new QedReadOnlyException($"'{FileName}' is open read-only: a repair needs write access");
         }
         // The check needs the metadata still: no allocation may run while it does.
         await _space.EnterAllAsync(useAsync, cancellationToken).ConfigureAwait(false);

@@ -117,6 +117,11 @@ public sealed partial class QedImage : BlockDevice
     /// <inheritdoc />
     public override BlockDevice? Backing => _backing;
 
+    /// <inheritdoc />
+    public override BlockDeviceCapabilities Capabilities => IsReadOnly
+        ? BlockDeviceCapabilities.Extents
+        : BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Extents;
+
     // ---- reads ----
 
     /// <inheritdoc />
@@ -230,17 +235,18 @@ public sealed partial class QedImage : BlockDevice
 
 
     /// <inheritdoc />
-    protected internal override async ValueTask WriteZeroesCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
+    protected internal override async ValueTask WriteZeroesCoreAsync(long offset, long length, bool mayUnmap, bool useAsync, CancellationToken cancellationToken)
     {
         while (length > 0)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             int inCluster = _geometry.OffsetInCluster(offset);
             long done;
             if (inCluster != 0 || length < _geometry.ClusterSize)
             {
                 // A partial cluster cannot become a zero cluster: write real zeros through the normal path.
                 done = Math.Min(length, _geometry.ClusterSize - inCluster);
-                await WriteZeroBytesAsync(offset, done, inPlaceHost: -1, useAsync, cancellationToken).ConfigureAwait(false);
+                await WriteZeroBytesAsync(offset, done, useAsync, cancellationToken).ConfigureAwait(false);
             }
             else
             {
@@ -248,8 +254,10 @@ public sealed partial class QedImage : BlockDevice
                 done = piece.Length;
                 if (piece.State == BlockState.Data)
                 {
-                    // QEMU keeps allocated clusters allocated and writes zeros into them (QED-FORMAT.md §5.5).
-                    await WriteZeroBytesAsync(offset, done, piece.HostOffset, useAsync, cancellationToken).ConfigureAwait(false);
+                    // The clusters stay allocated, as QEMU keeps them (QED-FORMAT.md §5.5): zeroed in the file, or, when the
+                    // caller allows unmapping, turned into a hole there. Dropping the entry instead would only leak the
+                    // cluster, since QED cannot reuse space in the middle of the file.
+                    await _file.ZeroRangeAsync(piece.HostOffset, done, mayUnmap, useAsync, cancellationToken).ConfigureAwait(false);
                 }
                 else if (piece.State == BlockState.Unallocated && NamesBackingFile)
                 {
@@ -262,61 +270,39 @@ public sealed partial class QedImage : BlockDevice
         }
     }
 
-    private async ValueTask WriteZeroBytesAsync(long offset, long length, long inPlaceHost, bool useAsync, CancellationToken cancellationToken)
+    /// <inheritdoc />
+    /// <remarks>Whole allocated clusters in the range become holes in the file (they then read as zeros); the mapping stays,
+    /// so no range ever shows backing data again. Partial clusters, zero and unallocated clusters are left as they are.</remarks>
+    protected internal override async ValueTask DiscardCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
     {
-        int chunk = (int)Math.Min(length, CombinedWriteLimit);
-        byte[] zeros = ArrayPool<byte>.Shared.Rent(chunk);
-        try
+        long start = _geometry.AlignUp(offset);
+        long end = _geometry.AlignDown(offset + length);
+        while (start < end)
         {
-            Array.Clear(zeros, 0, chunk);
-            for (long done = 0; done < length;)
+            cancellationToken.ThrowIfCancellationRequested();
+            var piece = await _map.MapAsync(start, end - start, useAsync, cancellationToken).ConfigureAwait(false);
+            if (piece.State == BlockState.Data)
             {
-                int n = (int)Math.Min(chunk, length - done);
-                if (inPlaceHost >= 0)
-                {
-                    await _file.WriteAsync(zeros.AsMemory(0, n), inPlaceHost + done, useAsync, cancellationToken).ConfigureAwait(false);
-                }
-                else
-                {
-                    await WriteCoreAsync(zeros.AsMemory(0, n), offset + done, useAsync, cancellationToken).ConfigureAwait(false);
-                }
-                done += n;
+                await _file.ZeroRangeAsync(piece.HostOffset, piece.Length, deallocate: true, useAsync, cancellationToken).ConfigureAwait(false);
             }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(zeros);
+            start += piece.Length;
         }
     }
 
-    /// <summary>Turns the unallocated clusters of a whole-cluster range into zero clusters; returns the bytes handled.</summary>
-    private async ValueTask<long> MarkZeroClustersAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
+    /// <inheritdoc />
+    /// <remarks>Grows up to what the L1 table can address (<see cref="QedGeometry.MaxImageSize"/>), in multiples of 512 bytes,
+    /// with the header rewritten and flushed. Shrinking is not supported yet.</remarks>
+    protected internal override async ValueTask ResizeCoreAsync(long size, bool useAsync, CancellationToken cancellationToken)
     {
-        var stripe = _space.StripeFor(offset);
-        await stripe.Gate.EnterAsync(useAsync, cancellationToken).ConfigureAwait(false);
-        var slices = stripe.Slices;
-        try
+        var geometry = _geometry;
+        if (size % 512 != 0 || size > geometry.MaxImageSize)
         {
-            int wanted = (int)(Math.Min(length, _map.RoomInTable(offset)) >> _geometry.ClusterBits);
-            ulong tableOffset = _map.ValidatedTableOffset(offset);
-            int count = wanted;
-            if (tableOffset != 0)
-            {
-                count = (await _map.CollectRunAsync(tableOffset, offset, wanted, unallocatedOnly: true, slices, useAsync, cancellationToken).ConfigureAwait(false)).Count;
-                if (count == 0)
-                {
-                    // Allocated or zero meanwhile: let the caller look again.
-                    return 0;
-                }
-            }
-            await _tables.SetEntriesAsync(tableOffset, slices, offset, count, TableEntry.Zero, 0, useAsync, cancellationToken).ConfigureAwait(false);
-            return (long)count << _geometry.ClusterBits;
+            throw new ArgumentOutOfRangeException(nameof(size), size, $"A QED image with {geometry.ClusterSize}-byte clusters and {geometry.TableSize}-cluster tables holds a multiple of 512 bytes up to {geometry.MaxImageSize}.");
         }
-        finally
-        {
-            _map.ReleaseAll(slices);
-            stripe.Gate.Exit();
-        }
+        // Checked under the header gate, so a concurrent resize cannot slip a shrink in.
+        await _headerState.UpdateAsync(header => (long)header.ImageSize <= size
+            ? header with { ImageSize = (ulong)size }
+            : throw new QedUnsupportedException($"'{FileName}': shrinking a QED image is not supported"), useAsync, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Sets the need-check bit before the first allocation of a session without backing file (step 3).</summary>

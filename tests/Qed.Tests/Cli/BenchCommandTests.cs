@@ -434,7 +434,7 @@ public partial class BenchCommandTests : IDisposable
             }
         }
 
-        protected internal override ValueTask WriteZeroesCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken) => throw new NotSupportedException();
+        protected internal override ValueTask WriteZeroesCoreAsync(long offset, long length, bool mayUnmap, bool useAsync, CancellationToken cancellationToken) => throw new NotSupportedException();
 
         protected internal override ValueTask<Qed.IO.BlockStatus> GetStatusCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken) => throw new NotSupportedException();
 

@@ -227,10 +227,10 @@ public class ReadWriteTests
         await using (var image = await Img.Open(path, useAsync, readOnly: true))
         {
             Assert.True(image.IsReadOnly);
-            var e = await Assert.ThrowsAsync<QedException>(() => Img.Write(image, 0, 512, 0x01, useAsync));
+            var e = await Assert.ThrowsAsync<QedReadOnlyException>(() => Img.Write(image, 0, 512, 0x01, useAsync));
             Assert.Contains("read-only", e.Message, StringComparison.Ordinal);
-            await Assert.ThrowsAsync<QedException>(() => Img.Write(image, 8192, 512, 0x01, useAsync));
-            await Assert.ThrowsAsync<QedException>(() => Img.WriteZeroes(image, 0, 65536, useAsync));
+            await Assert.ThrowsAsync<QedReadOnlyException>(() => Img.Write(image, 8192, 512, 0x01, useAsync));
+            await Assert.ThrowsAsync<QedReadOnlyException>(() => Img.WriteZeroes(image, 0, 65536, useAsync));
             await Img.Flush(image, useAsync);
             Img.AllBytes(0x42, await Img.Read(image, 0, 4096, useAsync));
         }
