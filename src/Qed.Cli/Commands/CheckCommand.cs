@@ -114,7 +114,7 @@ internal static class CheckCommand
         {
             return context.Error(result.FirstError is null ? "Check failed" : $"Check failed: {result.FirstError}");
         }
-        return result.ExitCode;
+        return CheckReportWriter.ExitCode(result);
     }
 
     private static RepairMode ParseRepairMode(string value) => value switch

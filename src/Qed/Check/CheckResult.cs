@@ -22,9 +22,6 @@ public sealed record CheckResult
     /// <summary>The first error that stopped part of the check, if any.</summary>
     public string? FirstError { get; init; }
 
-    /// <summary>qemu-img's exit status for this result: 0 clean, 1 check errors, 2 corruptions, 3 only leaks.</summary>
-    public int ExitCode => CheckErrors > 0 ? 1 : Corruptions > 0 ? 2 : Leaks > 0 ? 3 : 0;
-
     /// <summary>True when nothing is wrong.</summary>
     public bool IsClean => CheckErrors == 0 && Corruptions == 0 && Leaks == 0;
 }

@@ -1,6 +1,6 @@
 namespace Qed;
 
-/// <summary>A backing file cannot be opened or would create a loop in the chain.</summary>
+/// <summary>A backing file cannot be opened or would create a loop in the chain, or a write needs backing data the image was opened without.</summary>
 public sealed class QedBackingFileException : QedException
 {
     /// <summary>Creates the exception with a one-line message naming the backing file.</summary>

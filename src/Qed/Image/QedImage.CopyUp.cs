@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using Qed.Tables;
 
 namespace Qed.Image;
@@ -7,6 +8,7 @@ namespace Qed.Image;
 public sealed partial class QedImage
 {
     /// <summary>Writes <paramref name="count"/> new clusters at <paramref name="hostOffset"/>: the payload at its place and the rest of the first and last cluster copied up from beneath.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WriteNewClustersAsync(long hostOffset, long guestOffset, ReadOnlyMemory<byte> payload, int count, ulong firstState, ulong lastState, bool useAsync, CancellationToken cancellationToken)
     {
         int head = _geometry.OffsetInCluster(guestOffset);
@@ -38,6 +40,7 @@ public sealed partial class QedImage
         await CopyUpAsync(hostOffset + head + payload.Length, tail, guestTail, lastState, useAsync, cancellationToken).ConfigureAwait(false);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask CopyUpAsync(long hostOffset, int length, long guestOffset, ulong previousState, bool useAsync, CancellationToken cancellationToken)
     {
         if (length == 0)
@@ -72,7 +75,7 @@ public sealed partial class QedImage
         if (_backing is null && NamesBackingFile)
         {
             // Opened without its backing chain: zeros here would silently replace the backing data.
-            throw new QedException($"'{FileName}' was opened without its backing file: a partial write into an unallocated cluster cannot copy up the backing data");
+            throw new QedBackingFileException($"'{FileName}' was opened without its backing file: a partial write into an unallocated cluster cannot copy up the backing data");
         }
         return ReadBackingAsync(destination, guestOffset, useAsync, cancellationToken);
     }

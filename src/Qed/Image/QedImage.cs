@@ -162,6 +162,7 @@ public sealed partial class QedImage : BlockDevice
     }
 
     /// <inheritdoc />
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     protected internal override async ValueTask<BlockStatus> GetStatusCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
     {
         var piece = await _map.MapAsync(offset, length, useAsync, cancellationToken).ConfigureAwait(false);
@@ -193,6 +194,7 @@ public sealed partial class QedImage : BlockDevice
     }
 
     /// <summary>Allocates the run of unallocated or zero clusters at <paramref name="offset"/> (up to the end of its L2 table, contiguous in the file as QEMU lays it out) and writes the payload into it; returns the bytes written, 0 when the cluster turned out to be allocated meanwhile.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<int> AllocatingWriteAsync(ReadOnlyMemory<byte> source, long offset, bool useAsync, CancellationToken cancellationToken)
     {
         var stripe = _space.StripeFor(offset);
@@ -308,7 +310,7 @@ public sealed partial class QedImage : BlockDevice
     /// <summary>Sets the need-check bit before the first allocation of a session without backing file (step 3).</summary>
     private async ValueTask MarkNeedCheckAsync(bool useAsync, CancellationToken cancellationToken)
     {
-        if (NamesBackingFile || Header.NeedsCheck)
+        if (NamesBackingFile || _headerState.Current.NeedsCheck)
         {
             return;
         }

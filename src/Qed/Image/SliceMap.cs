@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Qed.Format;
 using Qed.IO;
 using Qed.Tables;
@@ -52,6 +53,7 @@ internal sealed class SliceMap
     public int SliceShift { get; }
 
     /// <summary>Maps the longest run starting at <paramref name="offset"/> that has one state (and, for data, is contiguous in the file), at most <paramref name="length"/> bytes and never past the span of its L2 slice.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<Mapping> MapAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
     {
         int inCluster = _geometry.OffsetInCluster(offset);
@@ -127,6 +129,7 @@ internal sealed class SliceMap
     /// zero; only unallocated when <paramref name="unallocatedOnly"/>), at most <paramref name="wanted"/>, adding every
     /// slice it reads, in order and with a reference held, to <paramref name="slices"/> (release them with <see cref="ReleaseAll"/>).
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<(int Count, ulong FirstState, ulong LastState)> CollectRunAsync(ulong tableOffset, long offset, int wanted, bool unallocatedOnly, List<L2CacheEntry> slices, bool useAsync, CancellationToken cancellationToken)
     {
         int first = _geometry.L2Index(offset);
@@ -176,7 +179,7 @@ internal sealed class SliceMap
     {
         if (!IsValidDataOffset(entry))
         {
-            throw new QedCorruptionException($"Invalid argument: L2 table at 0x{tableOffset:x} entry {index} points to 0x{entry:x}, which is not a valid cluster offset in '{_file.Path}' (run 'qed check -r all')");
+            throw new QedCorruptionException($"Invalid argument: L2 table at 0x{tableOffset:x} entry {index} points to 0x{entry:x}, which is not a valid cluster offset in '{_file.Path}'");
         }
     }
 
@@ -184,7 +187,7 @@ internal sealed class SliceMap
     {
         if (!OffsetRules.IsValidTable(tableOffset, _geometry, _headerBytes, (ulong)_space.End))
         {
-            throw new QedCorruptionException($"Invalid argument: L1 entry {l1Index} points to 0x{tableOffset:x}, which is not a valid L2 table offset in '{_file.Path}' (run 'qed check -r all')");
+            throw new QedCorruptionException($"Invalid argument: L1 entry {l1Index} points to 0x{tableOffset:x}, which is not a valid L2 table offset in '{_file.Path}'");
         }
     }
 }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.CompilerServices;
 using Qed.Format;
 using Qed.IO;
 using Qed.Tables;
@@ -43,6 +44,7 @@ internal sealed class TableUpdater : IDisposable
     /// in the existing table at <paramref name="tableOffset"/>, whose slices covering the run are <paramref name="slices"/>,
     /// or, when <paramref name="tableOffset"/> is 0, in a new table.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask SetEntriesAsync(ulong tableOffset, List<L2CacheEntry> slices, long offset, int count, ulong value, ulong step, bool useAsync, CancellationToken cancellationToken)
     {
         int first = _geometry.L2Index(offset);
@@ -91,6 +93,7 @@ internal sealed class TableUpdater : IDisposable
     /// <paramref name="first"/> to <paramref name="first"/> + <paramref name="count"/> − 1, set to <c>value + i * step</c>,
     /// from a patched copy; then applies the change in memory.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask PatchBlocksAsync(TableBlocks table, long tableOffset, int first, int count, ulong value, ulong step, bool useAsync, CancellationToken cancellationToken)
     {
         const int per = TableEntry.EntriesPerBlock;

@@ -31,7 +31,7 @@ public class OpenOrderTests
         QedImage.Create(path, new QedCreateOptions { Size = 1 << 20, BackingFile = "b.raw", BackingFormat = "raw" });
         using (var image = QedImage.Open(path, new QedOpenOptions { NoBacking = true }))
         {
-            Assert.Throws<QedException>(() => image.Write(new byte[100], 1000));
+            Assert.Throws<QedBackingFileException>(() => image.Write(new byte[100], 1000));
         }
         using var reopened = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
         byte[] data = new byte[4096];

@@ -10,6 +10,10 @@ namespace Qed.Cli.Commands.Check;
 /// <summary>Prints a <see cref="CheckResult"/> as <c>qemu-img check</c> does, in human form or as JSON with qemu-img's keys and key order.</summary>
 internal static class CheckReportWriter
 {
+    /// <summary>qemu-img check's exit status for a result: 0 clean, 1 check errors, 2 corruptions, 3 only leaks.</summary>
+    public static int ExitCode(CheckResult result) =>
+        result.CheckErrors > 0 ? 1 : result.Corruptions > 0 ? 2 : result.Leaks > 0 ? 3 : 0;
+
     /// <summary>The human report: the problems found (or "No errors ..."), then the allocation statistics when there are any.</summary>
     public static void WriteHuman(TextWriter writer, CheckResult result)
     {
