@@ -33,7 +33,7 @@ internal static class ConvertCommand
     {
         var parsed = s_options.Parse(args);
         string? sourceFormat = null;
-        string outputFormat = "raw";
+        string outputFormat = ImageFormats.Raw.Name;
         bool progress = false;
         bool quiet = false;
         bool forceShare = false;

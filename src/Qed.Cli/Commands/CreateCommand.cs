@@ -23,7 +23,7 @@ internal static class CreateCommand
     public static int Run(IReadOnlyList<string> args, CommandContext context)
     {
         var parsed = s_options.Parse(args);
-        string formatName = "raw";
+        string formatName = ImageFormats.Raw.Name;
         string? backingFile = null;
         string? backingFormat = null;
         bool quiet = false;

@@ -69,7 +69,7 @@ public sealed class RawImage : BlockDevice
     public override bool IsReadOnly => _file.IsReadOnly;
 
     /// <inheritdoc />
-    public override string FormatName => "raw";
+    public override string FormatName => ImageFormats.Raw.Name;
 
     /// <inheritdoc />
     public override string FileName => _file.Path;

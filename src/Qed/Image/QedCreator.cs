@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Qed.Format;
+using Qed.Formats;
 using Qed.IO;
 
 namespace Qed.Image;
@@ -39,7 +40,7 @@ internal static class QedCreator
         if (options.BackingFile is not null)
         {
             features |= QedFeatures.BackingFile;
-            if (options.BackingFormat == "raw")
+            if (options.BackingFormat == ImageFormats.Raw.Name)
             {
                 features |= QedFeatures.BackingFormatNoProbe;
             }
