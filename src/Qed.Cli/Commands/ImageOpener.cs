@@ -8,9 +8,6 @@ namespace Qed.Cli.Commands;
 /// <summary>Opens images for the commands and words open failures as qemu-img does (<c>Could not open 'FILE': reason</c>).</summary>
 internal static class ImageOpener
 {
-    /// <summary>Sector size qemu rounds raw images up to.</summary>
-    public const long SectorSize = 512;
-
     /// <summary>The <c>--l2-cache-size=SIZE</c> option every command that opens an image accepts.</summary>
     public static LongOption L2CacheSizeOption { get; } = new("l2-cache-size", true);
 
@@ -81,13 +78,9 @@ internal static class ImageOpener
         }
     }
 
-    /// <summary>The size qemu shows for a device: raw files are rounded up to whole sectors (a 6-byte file is a 512-byte disk).</summary>
+    /// <summary>The size qemu shows for a device, as its format describes it (raw files are rounded up to whole sectors: a 6-byte file is a 512-byte disk).</summary>
     public static long VirtualSize(BlockDevice device) =>
         ImageFormats.Of(device).Describe(device).VirtualSize;
-
-    /// <summary>Rounds up to a multiple of 512.</summary>
-    public static long RoundUpToSector(long size) =>
-        size > long.MaxValue - (SectorSize - 1) ? long.MaxValue & ~(SectorSize - 1) : (size + SectorSize - 1) & ~(SectorSize - 1);
 
     /// <summary>
     /// True for the cache modes qemu accepts (<c>-t</c>/<c>-T</c>): none (or off), writeback, writethrough, directsync, unsafe.
