@@ -1,6 +1,4 @@
-using Qed.Formats;
 using Qed.Image;
-using Qed.IO;
 
 namespace Qed.Backing;
 
@@ -48,13 +46,5 @@ internal sealed class BackingChain
             throw new QedBackingFileException($"Backing chain is deeper than {options.MaxBackingDepth} images at '{path}'");
         }
         return new BackingChain(new HashSet<string>(_visited, StringComparer.Ordinal) { full }, _depth + 1);
-    }
-
-    /// <summary>Opens one backing file read-only, as <paramref name="format"/> or probed when null, with its own chain below it.</summary>
-    /// <remarks>Transitional: QED images still open their backing file themselves until their open is staged; <see cref="ChainOpener"/> opens every other chain.</remarks>
-    public async ValueTask<BlockDevice> OpenBackingAsync(string path, string? format, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
-    {
-        var below = Enter(path, options);
-        return await ChainOpener.OpenBackingAsync(path, format, options, below, useAsync, cancellationToken).ConfigureAwait(false);
     }
 }

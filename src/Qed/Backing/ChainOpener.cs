@@ -30,47 +30,20 @@ internal static class ChainOpener
     public static ValueTask<BlockDevice> OpenAsync(string path, ImageFormat format, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
         OpenPathAsync(path, null, format, options, useAsync, cancellationToken);
 
-    /// <summary>Opens an image in an already open <paramref name="file"/> (not locked here), with its chain; the caller keeps owning the file if this fails.</summary>
-    public static async ValueTask<BlockDevice> OpenAsync(FileAccessor file, ImageFormat format, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
+    /// <summary>Opens an image in an already open <paramref name="file"/> (not locked here) as the top of <paramref name="chain"/>; the caller keeps owning the file if this fails.</summary>
+    public static async ValueTask<BlockDevice> OpenAsync(FileAccessor file, ImageFormat format, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
     {
-        var chain = BackingChain.Start(file.Path);
-        var top = await format.BeginOpenAsync(file, options, chain, useAsync, cancellationToken).ConfigureAwait(false);
+        var top = await format.BeginOpenAsync(file, options, useAsync, cancellationToken).ConfigureAwait(false);
         return await CompleteChainAsync(top, chain, options, useAsync, cancellationToken).ConfigureAwait(false);
     }
 
     private static async ValueTask<BlockDevice> OpenPathAsync(string path, string? formatName, ImageFormat? format, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         var chain = BackingChain.Start(path);
-        var (file, top) = await BeginFileAsync(path, formatName, format, options, chain, useAsync, cancellationToken).ConfigureAwait(false);
+        var (file, top) = await BeginFileAsync(path, formatName, format, options, useAsync, cancellationToken).ConfigureAwait(false);
         try
         {
             return await CompleteChainAsync(top, chain, options, useAsync, cancellationToken).ConfigureAwait(false);
-        }
-        catch
-        {
-            file.Dispose();
-            throw;
-        }
-    }
-
-    /// <summary>Opens one backing file read-only with its chain below (transitional entry for QED images that still open their own backing file).</summary>
-    public static async ValueTask<BlockDevice> OpenBackingAsync(string path, string? formatName, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
-    {
-        options = options with { ReadOnly = true };
-        var (file, opening) = await BeginBackingAsync(path, formatName, options, chain, useAsync, cancellationToken).ConfigureAwait(false);
-        try
-        {
-            return await CompleteChainAsync(opening, chain, options, useAsync, cancellationToken).ConfigureAwait(false);
-        }
-        catch (QedBackingFileException)
-        {
-            file.Dispose();
-            throw;
-        }
-        catch (QedException e)
-        {
-            file.Dispose();
-            throw new QedBackingFileException($"Could not open backing file: {e.Message}", e);
         }
         catch
         {
@@ -90,7 +63,7 @@ internal static class ChainOpener
             for (var last = top; !options.NoBacking && last.BackingPath is { } backingPath; last = openings[^1])
             {
                 chain = chain.Enter(backingPath, options);
-                var (file, opening) = await BeginBackingAsync(backingPath, last.BackingFormat, backingOptions, chain, useAsync, cancellationToken).ConfigureAwait(false);
+                var (file, opening) = await BeginBackingAsync(backingPath, last.BackingFormat, backingOptions, useAsync, cancellationToken).ConfigureAwait(false);
                 files.Add(file);
                 openings.Add(opening);
             }
@@ -116,11 +89,11 @@ internal static class ChainOpener
     }
 
     /// <summary>Begins the open of a backing file; its failures read "Could not open backing file: ...".</summary>
-    private static async ValueTask<(FileAccessor File, ImageOpening Opening)> BeginBackingAsync(string path, string? formatName, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
+    private static async ValueTask<(FileAccessor File, ImageOpening Opening)> BeginBackingAsync(string path, string? formatName, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         try
         {
-            return await BeginFileAsync(path, formatName, null, options, chain, useAsync, cancellationToken).ConfigureAwait(false);
+            return await BeginFileAsync(path, formatName, null, options, useAsync, cancellationToken).ConfigureAwait(false);
         }
         catch (QedBackingFileException)
         {
@@ -133,7 +106,7 @@ internal static class ChainOpener
     }
 
     /// <summary>Step 1 for one file: open, pick the format, lock, begin. On failure the file is closed again.</summary>
-    private static async ValueTask<(FileAccessor File, ImageOpening Opening)> BeginFileAsync(string path, string? formatName, ImageFormat? format, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
+    private static async ValueTask<(FileAccessor File, ImageOpening Opening)> BeginFileAsync(string path, string? formatName, ImageFormat? format, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         if (format is null && formatName is not null)
         {
@@ -150,7 +123,7 @@ internal static class ChainOpener
             }
             // The format decides the locks; they are taken before anything (a repair, an auto-clear rewrite) is written.
             file.Lock(ImageLockSet.ForOpen(format, options));
-            var opening = await format.BeginOpenAsync(file, options, chain, useAsync, cancellationToken).ConfigureAwait(false);
+            var opening = await format.BeginOpenAsync(file, options, useAsync, cancellationToken).ConfigureAwait(false);
             return (file, opening);
         }
         catch

@@ -116,8 +116,7 @@ public abstract class ImageFormat
     /// First stage of an open: reads and validates <paramref name="file"/> (already locked) without writing anything and
     /// without opening a backing file. The caller owns <paramref name="file"/> until the result is completed.
     /// </summary>
-    /// <remarks>Transitional: <paramref name="chain"/> is for QED images, which still open their own backing file until their open is staged.</remarks>
-    internal virtual ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken) =>
+    internal virtual ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
         throw new QedUnsupportedException($"'{file.Path}' is a {Name} image; {ImageFormats.ReadableList()}");
 
     /// <summary>Creates the image; the default refuses.</summary>

@@ -30,10 +30,6 @@ internal readonly record struct ImageLockSet(ImagePermissions Held, ImagePermiss
     /// <summary>True when the set takes no lock (nothing to take, nothing to test).</summary>
     public bool IsEmpty => Held == ImagePermissions.None && Refused == ImagePermissions.None;
 
-    /// <summary>Transitional, for QED's own open until it is staged: the set for the format named <paramref name="formatName"/>.</summary>
-    public static ImageLockSet ForOpen(string formatName, QedOpenOptions options) =>
-        ForOpen(ImageFormats.Find(formatName) ?? throw new ArgumentException($"No image format '{formatName}'", nameof(formatName)), options);
-
     /// <summary>The set for opening an image of <paramref name="format"/> with <paramref name="options"/>.</summary>
     /// <exception cref="ArgumentException"><see cref="QedOpenOptions.ForceShare"/> without <see cref="QedOpenOptions.ReadOnly"/>.</exception>
     public static ImageLockSet ForOpen(ImageFormat format, QedOpenOptions options)

@@ -1,5 +1,4 @@
 using System.Globalization;
-using Qed.Backing;
 using Qed.Check;
 using Qed.Format;
 using Qed.Image;
@@ -86,12 +85,8 @@ internal sealed class QedFormat : ImageFormat
     /// <inheritdoc />
     public override bool GrowsFile => true;
 
-    internal override async ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
-    {
-        // Transitional: the image still opens its own backing chain (through BackingChain) until its open is staged.
-        var image = await QedImage.OpenCoreAsync(file, options, chain, useAsync, cancellationToken).ConfigureAwait(false);
-        return new Opening(image);
-    }
+    internal override async ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
+        new Opening(await QedImage.BeginOpenAsync(file, options, useAsync, cancellationToken).ConfigureAwait(false), options);
 
     /// <inheritdoc />
     public override void Validate(ImageCreateOptions options) => QedCreator.Build(ToQedOptions(options));
@@ -135,8 +130,18 @@ internal sealed class QedFormat : ImageFormat
         return device as QedImage ?? throw new ArgumentException($"'{device.FileName}' is a {device.FormatName} image, not {Title}.", nameof(device));
     }
 
-    private sealed class Opening(QedImage image) : ImageOpening
+    private sealed class Opening(QedImage image, QedOpenOptions options) : ImageOpening
     {
         public override BlockDevice Device => image;
+
+        public override string? BackingPath => image.BackingFilePath;
+
+        // QED records only "raw" (the no-probe bit); any other backing file is probed.
+        public override string? BackingFormat => image.BackingFormat;
+
+        public override void AttachBacking(BlockDevice backing) => image.AttachBacking(backing);
+
+        public override ValueTask CompleteAsync(bool useAsync, CancellationToken cancellationToken) =>
+            image.CompleteOpenAsync(options, useAsync, cancellationToken);
     }
 }

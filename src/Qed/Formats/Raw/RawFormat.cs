@@ -1,4 +1,3 @@
-using Qed.Backing;
 using Qed.Image;
 using Qed.IO;
 
@@ -43,7 +42,7 @@ internal sealed class RawFormat : ImageFormat
         return new ImageDescription { Format = Name, VirtualSize = rounded };
     }
 
-    internal override ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken) =>
+    internal override ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
         new(new Opening(new RawImage(file)));
 
     /// <inheritdoc />
