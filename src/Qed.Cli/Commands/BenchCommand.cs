@@ -1,7 +1,7 @@
 using System.Globalization;
 using Qed.Cli.CommandLine;
 using Qed.Cli.Commands.Bench;
-using Qed.Image;
+using Qed.Formats;
 
 namespace Qed.Cli.Commands;
 
@@ -111,16 +111,16 @@ internal static class BenchCommand
         {
             context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Sending flush every {settings.FlushInterval} requests"));
         }
-        var before = (device as QedImage)?.CacheStatistics;
+        var imageFormat = ImageFormats.Of(device);
+        var before = imageFormat.GetCacheStatistics(device);
         var (elapsed, failure) = BenchRunner.RunAsync(device, settings).GetAwaiter().GetResult();
         if (failure is not null)
         {
             return context.Error(failure);
         }
         context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Run completed in {elapsed.TotalSeconds:F3} seconds."));
-        if (!quiet && device is QedImage image && before is { } start)
+        if (!quiet && before is { } start && imageFormat.GetCacheStatistics(device) is { } end)
         {
-            var end = image.CacheStatistics;
             context.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"L2 cache: {end.Hits - start.Hits} hits, {end.Misses - start.Misses} misses, {end.Evictions - start.Evictions} evictions"));
         }

@@ -1,13 +1,13 @@
 using Qed.Check;
 using Qed.Cli.CommandLine;
 using Qed.Cli.Commands.Check;
-using Qed.Image;
+using Qed.Formats;
 
 namespace Qed.Cli.Commands;
 
 /// <summary>
 /// <c>qed check [-f FMT] [-r leaks|all] [--output=human|json] [-q] [-T CACHE] [-U] [--l2-cache-size=SIZE] FILE</c>:
-/// qemu-img check for QED images, with its wording, JSON keys and exit codes (0 clean, 1 the check could not run,
+/// qemu-img check for the formats that have a check, with its wording, JSON keys and exit codes (0 clean, 1 the check could not run,
 /// 2 corruptions, 3 only leaks, 63 a format without checks).
 /// </summary>
 /// <remarks>
@@ -73,7 +73,8 @@ internal static class CheckCommand
 
         var options = ImageOpener.Options(readOnly: !repair, l2CacheSize, forceShare) with { SkipCheckOnOpen = true };
         using var device = ImageOpener.Open(fileName, format, options);
-        if (device is not QedImage image)
+        var imageFormat = ImageFormats.Of(device);
+        if (!imageFormat.CanCheck)
         {
             context.Error("This image format does not support checks");
             return NotSupportedExitCode;
@@ -82,7 +83,7 @@ internal static class CheckCommand
         CheckResult result;
         try
         {
-            result = image.Check(mode);
+            result = imageFormat.Check(device, mode);
             if (result.CorruptionsFixed != 0 || result.LeaksFixed != 0)
             {
                 if (output == "human" && !quiet)
@@ -91,7 +92,7 @@ internal static class CheckCommand
                 }
                 // Report what is left, with the repair's counts (qemu-img's JSON shows them next to the second check).
                 var repaired = result;
-                result = image.Check(RepairMode.None) with { CorruptionsFixed = repaired.CorruptionsFixed, LeaksFixed = repaired.LeaksFixed };
+                result = imageFormat.Check(device, RepairMode.None) with { CorruptionsFixed = repaired.CorruptionsFixed, LeaksFixed = repaired.LeaksFixed };
             }
         }
         catch (IOException e)

@@ -2,6 +2,7 @@ using Qed.Cli.CommandLine;
 using Qed.Cli.Commands.Convert;
 using Qed.Cli.Conversion;
 using Qed.Cli.Output;
+using Qed.Formats;
 using Qed.Image;
 using Qed.IO;
 
@@ -32,7 +33,7 @@ internal static class ConvertCommand
     {
         var parsed = s_options.Parse(args);
         string? sourceFormat = null;
-        string outputFormat = "raw";
+        string outputFormat = ImageFormats.Raw.Name;
         bool progress = false;
         bool quiet = false;
         bool forceShare = false;
@@ -55,11 +56,11 @@ internal static class ConvertCommand
             }
         }
 
-        ImageOpener.CheckKnownFormat(outputFormat);
+        var format = ImageOpener.CreatableFormat(outputFormat);
         var optionList = ImageOptionList.Parse(optionArguments);
         if (optionList.IsHelpRequest)
         {
-            context.Out.Write(CreateParameters.OptionHelp(outputFormat));
+            context.Out.Write(CreateParameters.OptionHelp(format));
             return 0;
         }
         if (parsed.Positionals.Count < 2)
@@ -72,7 +73,7 @@ internal static class ConvertCommand
         }
         string sourceName = parsed.Positionals[0];
         string targetName = parsed.Positionals[1];
-        var parameters = CreateParameters.FromOptions(outputFormat, optionList, targetName);
+        var parameters = CreateParameters.FromOptions(format, optionList, targetName);
         if (parameters.BackingFile is not null)
         {
             throw new CliException($"{targetName}: qed convert writes standalone images; a backing file for the output is not supported");
@@ -87,18 +88,19 @@ internal static class ConvertCommand
         using var source = ImageOpener.Open(sourceName, sourceFormat, sourceOptions);
         RefuseOverwritingSource(source, targetName);
         long size = ImageOpener.VirtualSize(source);
-        QedCreateOptions? qedOptions = null;
-        if (outputFormat == "qed")
+        parameters.Size = size;
+        var createOptions = parameters.ToCreateOptions();
+        WithTargetErrors(targetName, format.Name, () =>
         {
-            parameters.Size = size;
-            qedOptions = WithTargetErrors(targetName, outputFormat, parameters.ToQedOptions);
-        }
+            format.Validate(createOptions);
+            return 0;
+        });
 
-        using var destination = ConvertDestination.Prepare(targetName, outputFormat, size);
+        using var destination = ConvertDestination.Prepare(targetName, format, size);
         try
         {
             var reporter = new ProgressReporter(progress && !quiet ? context.Out : null);
-            var target = CreateTarget(destination, qedOptions, size, l2CacheSize, out int granule);
+            var target = CreateTarget(destination, format, createOptions, size, l2CacheSize, out int granule);
             try
             {
                 reporter.Start();
@@ -126,33 +128,34 @@ internal static class ConvertCommand
         return 0;
     }
 
-    /// <summary>Creates the empty output (QED when <paramref name="qedOptions"/> are given, else raw) in the destination's file and opens it for writing.</summary>
-    private static BlockDevice CreateTarget(ConvertDestination destination, QedCreateOptions? qedOptions, long size, long? l2CacheSize, out int granule)
+    /// <summary>Creates the empty output in the destination's file and opens it for writing (a device is written in place as raw); the copy's granule is the output's cluster size, if it has one.</summary>
+    private static BlockDevice CreateTarget(ConvertDestination destination, ImageFormat format, ImageCreateOptions createOptions, long size, long? l2CacheSize, out int granule)
     {
         string path = destination.WritePath;
-        if (qedOptions is null)
+        BlockDevice target;
+        if (destination.InPlace)
         {
-            granule = RawGranule;
-            if (destination.InPlace)
+            // Only raw output reaches a device (ConvertDestination refuses formats that grow their file).
+            target = new RawImage(new DeviceFileAccessor(HandleFileAccessor.Open(path, readOnly: false), size));
+        }
+        else
+        {
+            WithTargetErrors(destination.Name, format.Name, () =>
             {
-                return new RawImage(new DeviceFileAccessor(HandleFileAccessor.Open(path, readOnly: false), size));
+                format.Create(path, createOptions);
+                return 0;
+            });
+            try
+            {
+                target = format.Open(path, ImageOpener.Options(readOnly: false, l2CacheSize));
             }
-            return WithTargetErrors(destination.Name, "raw", () => RawImage.Create(path, size));
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new CliException(ImageOpener.CouldNotOpen(path, e));
+            }
         }
-        granule = qedOptions.ClusterSize;
-        WithTargetErrors(destination.Name, "qed", () =>
-        {
-            QedImage.Create(path, qedOptions);
-            return 0;
-        });
-        try
-        {
-            return QedImage.Open(path, ImageOpener.Options(readOnly: false, l2CacheSize));
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new CliException(ImageOpener.CouldNotOpen(path, e));
-        }
+        granule = ImageFormats.Of(target).Describe(target).ClusterSize ?? RawGranule;
+        return target;
     }
 
     /// <summary>Runs a creation step, wording its failure as qemu-img does: <c>FILE: error while converting FMT: reason</c>.</summary>

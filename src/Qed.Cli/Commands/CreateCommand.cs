@@ -1,5 +1,6 @@
 using Qed.Backing;
 using Qed.Cli.CommandLine;
+using Qed.Formats;
 using Qed.Image;
 using Qed.IO;
 
@@ -22,7 +23,7 @@ internal static class CreateCommand
     public static int Run(IReadOnlyList<string> args, CommandContext context)
     {
         var parsed = s_options.Parse(args);
-        string format = "raw";
+        string formatName = ImageFormats.Raw.Name;
         string? backingFile = null;
         string? backingFormat = null;
         bool quiet = false;
@@ -32,7 +33,7 @@ internal static class CreateCommand
         {
             switch (option.Key)
             {
-                case "f": format = option.Value!; break;
+                case "f": formatName = option.Value!; break;
                 case "b": backingFile = option.Value!; break;
                 case "F": backingFormat = option.Value!; break;
                 case "o": optionArguments.Add(option.Value!); break;
@@ -47,8 +48,7 @@ internal static class CreateCommand
         var optionList = ImageOptionList.Parse(optionArguments);
         if (optionList.IsHelpRequest)
         {
-            ImageOpener.CheckKnownFormat(format);
-            context.Out.Write(CreateParameters.OptionHelp(format));
+            context.Out.Write(CreateParameters.OptionHelp(ImageOpener.CreatableFormat(formatName)));
             return 0;
         }
 
@@ -64,7 +64,7 @@ internal static class CreateCommand
             throw new UsageException($"Unexpected argument: {positionals[2]}");
         }
 
-        ImageOpener.CheckKnownFormat(format, $"{fileName}: ");
+        var format = ImageOpener.CreatableFormat(formatName, $"{fileName}: ");
         var parameters = CreateParameters.FromOptions(format, optionList, fileName);
         if (sizeArgument is not null)
         {
@@ -100,18 +100,11 @@ internal static class CreateCommand
         bool existed = File.Exists(fileName);
         try
         {
-            if (format == "qed")
+            var options = parameters.ToCreateOptions();
+            format.Create(fileName, options);
+            foreach (string warning in format.CompatibilityWarnings(options))
             {
-                var options = parameters.ToQedOptions();
-                QedImage.Create(fileName, options);
-                if (options.TableSize == 1)
-                {
-                    context.Warning($"{fileName}: QEMU 7.2 cannot open images with table_size=1 (it rejects every table offset); qed can");
-                }
-            }
-            else
-            {
-                RawImage.Create(fileName, ImageOpener.RoundUpToSector(parameters.Size.Value)).Dispose();
+                context.Warning($"{fileName}: {warning}");
             }
         }
         // .NET reports a length the file system refuses (EFBIG) as an ArgumentOutOfRangeException.
@@ -126,13 +119,13 @@ internal static class CreateCommand
         return 0;
     }
 
-    /// <summary>qemu-img's backing-file rules: qed only, a name, an explicit format, not the image itself, and (without -u) a file that opens, whose size is the default.</summary>
+    /// <summary>qemu-img's backing-file rules: a format with backing files, a name, an explicit format, not the image itself, and (without -u) a file that opens, whose size is the default.</summary>
     private static void CheckBacking(CreateParameters parameters, string fileName, bool unsafeBacking)
     {
         string backingFile = parameters.BackingFile!;
-        if (parameters.Format != "qed")
+        if (!parameters.Format.SupportsBackingFile)
         {
-            throw new CliException($"{fileName}: Backing file not supported for file format '{parameters.Format}'");
+            throw new CliException($"{fileName}: Backing file not supported for file format '{parameters.Format.Name}'");
         }
         if (backingFile.Length == 0)
         {

@@ -1,24 +1,22 @@
 using System.Globalization;
 using System.Text;
 using Qed.Cli.CommandLine;
-using Qed.Format;
-using Qed.Image;
+using Qed.Formats;
 
 namespace Qed.Cli.Commands;
 
-/// <summary>The creation options of one image (from <c>-o</c>, <c>-b</c>, <c>-F</c> and the size argument), checked as qemu-img checks them.</summary>
+/// <summary>The creation options of one image (from <c>-o</c>, <c>-b</c>, <c>-F</c> and the size argument), checked as qemu-img checks them against the format's option list.</summary>
 internal sealed class CreateParameters
 {
-    private static readonly string[] s_qedKeys = ["size", "backing_file", "backing_fmt", "cluster_size", "table_size"];
-    private static readonly string[] s_rawKeys = ["size"];
+    private readonly Dictionary<string, long> _settings = new(StringComparer.Ordinal);
 
-    private CreateParameters(string format)
+    private CreateParameters(ImageFormat format)
     {
         Format = format;
     }
 
-    /// <summary><c>qed</c> or <c>raw</c>.</summary>
-    public string Format { get; }
+    /// <summary>The format of the new image.</summary>
+    public ImageFormat Format { get; }
 
     /// <summary>The size as given (before rounding to 512), or null.</summary>
     public long? Size { get; set; }
@@ -32,111 +30,89 @@ internal sealed class CreateParameters
     /// <summary>The backing file's format.</summary>
     public string? BackingFormat { get; set; }
 
-    /// <summary>The cluster size given, or null for the default.</summary>
-    public long? ClusterSize { get; private set; }
-
-    /// <summary>The table size given, or null for the default.</summary>
-    public long? TableSize { get; private set; }
-
     /// <summary>Checks the <c>-o</c> keys and values for <paramref name="format"/>; errors name <paramref name="fileName"/> first, like qemu-img's.</summary>
     /// <exception cref="CliException">Unknown key or a value that is not a size.</exception>
-    public static CreateParameters FromOptions(string format, ImageOptionList options, string fileName)
+    public static CreateParameters FromOptions(ImageFormat format, ImageOptionList options, string fileName)
     {
         var parameters = new CreateParameters(format);
-        string[] known = format == "qed" ? s_qedKeys : s_rawKeys;
         foreach (var (key, _) in options.Entries)
         {
-            if (Array.IndexOf(known, key) < 0)
+            if (!format.CreateOptions.Any(o => o.Name == key))
             {
                 throw new CliException($"{fileName}: Invalid parameter '{key}'");
             }
         }
-        if (options.Get("size") is { } size)
+        foreach (var option in format.CreateOptions)
         {
-            parameters.Size = ParseSizeValue("size", size, fileName);
-            parameters.SizeFromOptions = true;
+            if (options.Get(option.Name) is not { } value)
+            {
+                continue;
+            }
+            switch (option.Name)
+            {
+                case ImageCreateOption.SizeName:
+                    parameters.Size = ParseSizeValue(option.Name, value, fileName);
+                    parameters.SizeFromOptions = true;
+                    break;
+                case ImageCreateOption.BackingFileName:
+                    parameters.BackingFile = value;
+                    break;
+                case ImageCreateOption.BackingFormatName:
+                    parameters.BackingFormat = value;
+                    break;
+                default:
+                    parameters._settings[option.Name] = option.Kind == ImageCreateOptionKind.Size
+                        ? ParseSizeValue(option.Name, value, fileName)
+                        : throw new CliException($"{fileName}: Invalid parameter '{option.Name}'");
+                    break;
+            }
         }
-        if (options.Get("cluster_size") is { } clusterSize)
-        {
-            parameters.ClusterSize = ParseSizeValue("cluster_size", clusterSize, fileName);
-        }
-        if (options.Get("table_size") is { } tableSize)
-        {
-            parameters.TableSize = ParseSizeValue("table_size", tableSize, fileName);
-        }
-        parameters.BackingFile = options.Get("backing_file");
-        parameters.BackingFormat = options.Get("backing_fmt");
         return parameters;
     }
 
-    /// <summary>The help printed for <c>-o help</c>.</summary>
-    public static string OptionHelp(string format)
+    /// <summary>The help printed for <c>-o help</c>: the format's options by name, as qemu-img lists them.</summary>
+    public static string OptionHelp(ImageFormat format)
     {
         var text = new StringBuilder();
-        text.Append("Supported ").Append(format).Append(" options:\n");
-        if (format == "qed")
+        text.Append("Supported ").Append(format.Name).Append(" options:\n");
+        foreach (var option in format.CreateOptions.OrderBy(o => o.Name, StringComparer.Ordinal))
         {
-            text.Append("  backing_file=<str>     - File name of a base image\n");
-            text.Append("  backing_fmt=<str>      - Image format of the base image\n");
-            text.Append("  cluster_size=<size>    - Cluster size (in bytes)\n");
-        }
-        text.Append("  size=<size>            - Virtual disk size\n");
-        if (format == "qed")
-        {
-            text.Append("  table_size=<size>      - L1/L2 table size (in clusters)\n");
+            string syntax = $"{option.Name}=<{(option.Kind == ImageCreateOptionKind.Size ? "size" : "str")}>";
+            text.Append(CultureInfo.InvariantCulture, $"  {syntax,-22} - {option.Help}\n");
         }
         return text.ToString();
     }
 
-    /// <summary>qemu-img's announcement, e.g. <c>Formatting 'a.qed', fmt=qed size=1048576 cluster_size=65536</c>.</summary>
+    /// <summary>qemu-img's announcement, e.g. <c>Formatting 'a.qed', fmt=qed size=1048576 cluster_size=65536</c>: the options in the format's order, given ones and those qemu-img prints a default for.</summary>
     public string FormattingLine(string fileName)
     {
         var line = new StringBuilder();
-        line.Append(CultureInfo.InvariantCulture, $"Formatting '{fileName}', fmt={Format} size={Size ?? 0}");
-        if (Format == "qed")
+        line.Append(CultureInfo.InvariantCulture, $"Formatting '{fileName}', fmt={Format.Name}");
+        foreach (var option in Format.CreateOptions)
         {
-            if (BackingFile is not null)
+            string? value = option.Name switch
             {
-                line.Append(" backing_file=").Append(BackingFile);
-            }
-            if (BackingFormat is not null)
+                ImageCreateOption.SizeName => (Size ?? 0).ToString(CultureInfo.InvariantCulture),
+                ImageCreateOption.BackingFileName => BackingFile,
+                ImageCreateOption.BackingFormatName => BackingFormat,
+                _ => _settings.TryGetValue(option.Name, out long given) ? given.ToString(CultureInfo.InvariantCulture) : option.AnnouncedDefault,
+            };
+            if (value is not null)
             {
-                line.Append(" backing_fmt=").Append(BackingFormat);
-            }
-            line.Append(CultureInfo.InvariantCulture, $" cluster_size={ClusterSize ?? QedGeometry.DefaultClusterSize}");
-            if (TableSize is { } tableSize)
-            {
-                line.Append(CultureInfo.InvariantCulture, $" table_size={tableSize}");
+                line.Append(' ').Append(option.Name).Append('=').Append(value);
             }
         }
         return line.ToString();
     }
 
-    /// <summary>The engine's creation options; geometry values outside the <see cref="int"/> range are refused with the engine's wording.</summary>
-    /// <exception cref="QedFormatException">A geometry value is out of range.</exception>
-    public QedCreateOptions ToQedOptions()
+    /// <summary>The library's creation options; the format validates them when it creates the image.</summary>
+    public ImageCreateOptions ToCreateOptions() => new()
     {
-        long clusterSize = ClusterSize ?? QedGeometry.DefaultClusterSize;
-        long tableSize = TableSize ?? QedGeometry.DefaultTableSize;
-        if (!QedGeometry.IsValidClusterSize(clusterSize))
-        {
-            throw new QedFormatException(string.Create(CultureInfo.InvariantCulture,
-                $"QED cluster size must be within range [{QedGeometry.MinClusterSize}, {QedGeometry.MaxClusterSize}] and power of 2 (cluster_size {clusterSize})"));
-        }
-        if (!QedGeometry.IsValidTableSize(tableSize))
-        {
-            throw new QedFormatException(string.Create(CultureInfo.InvariantCulture,
-                $"QED table size must be within range [{QedGeometry.MinTableSize}, {QedGeometry.MaxTableSize}] and power of 2 (table_size {tableSize})"));
-        }
-        return new QedCreateOptions
-        {
-            Size = Size ?? 0,
-            ClusterSize = (int)clusterSize,
-            TableSize = (int)tableSize,
-            BackingFile = BackingFile,
-            BackingFormat = BackingFile is null ? null : BackingFormat,
-        };
-    }
+        Size = Size ?? 0,
+        BackingFile = BackingFile,
+        BackingFormat = BackingFile is null ? null : BackingFormat,
+        Settings = new Dictionary<string, long>(_settings, StringComparer.Ordinal),
+    };
 
     private static long ParseSizeValue(string key, string value, string fileName) =>
         SizeParser.ParseOrNull(value)

@@ -1,4 +1,5 @@
 using Qed.Cli.CommandLine;
+using Qed.Formats;
 using Qed.Image;
 using Qed.IO;
 
@@ -7,9 +8,6 @@ namespace Qed.Cli.Commands;
 /// <summary>Opens images for the commands and words open failures as qemu-img does (<c>Could not open 'FILE': reason</c>).</summary>
 internal static class ImageOpener
 {
-    /// <summary>Sector size qemu rounds raw images up to.</summary>
-    public const long SectorSize = 512;
-
     /// <summary>The <c>--l2-cache-size=SIZE</c> option every command that opens an image accepts.</summary>
     public static LongOption L2CacheSizeOption { get; } = new("l2-cache-size", true);
 
@@ -80,13 +78,9 @@ internal static class ImageOpener
         }
     }
 
-    /// <summary>The size qemu shows for a device: raw files are rounded up to whole sectors (a 6-byte file is a 512-byte disk).</summary>
+    /// <summary>The size qemu shows for a device, as its format describes it (raw files are rounded up to whole sectors: a 6-byte file is a 512-byte disk).</summary>
     public static long VirtualSize(BlockDevice device) =>
-        device is RawImage ? RoundUpToSector(device.Size) : device.Size;
-
-    /// <summary>Rounds up to a multiple of 512.</summary>
-    public static long RoundUpToSector(long size) =>
-        size > long.MaxValue - (SectorSize - 1) ? long.MaxValue & ~(SectorSize - 1) : (size + SectorSize - 1) & ~(SectorSize - 1);
+        ImageFormats.Of(device).Describe(device).VirtualSize;
 
     /// <summary>
     /// True for the cache modes qemu accepts (<c>-t</c>/<c>-T</c>): none (or off), writeback, writethrough, directsync, unsafe.
@@ -97,12 +91,7 @@ internal static class ImageOpener
     /// <summary>True for the cache modes that bypass the host page cache in qemu (what aio=native requires).</summary>
     public static bool IsDirectCacheMode(string mode) => mode is "none" or "off" or "directsync";
 
-    /// <summary>Refuses format names other than qed and raw with qemu-img's wording.</summary>
-    public static void CheckKnownFormat(string? format, string? filePrefix = null)
-    {
-        if (format is not null and not ("qed" or "raw"))
-        {
-            throw new CliException($"{filePrefix}Unknown file format '{format}'");
-        }
-    }
+    /// <summary>The format <c>-f</c> or <c>-O</c> names for a new image; names the library cannot create are refused with qemu-img's wording.</summary>
+    public static ImageFormat CreatableFormat(string name, string? filePrefix = null) =>
+        ImageFormats.Find(name) is { CanCreate: true } format ? format : throw new CliException($"{filePrefix}Unknown file format '{name}'");
 }

@@ -1,12 +1,13 @@
 using Qed.Cli.CommandLine;
 using Qed.Cli.Native;
 using Qed.Cli.Output;
+using Qed.Formats;
 using Qed.Image;
 using Qed.IO;
 
 namespace Qed.Cli.Commands;
 
-/// <summary><c>qed info [-f FMT] [--output=human|json] [--backing-chain] [-U] [--l2-cache-size=SIZE] FILE</c>: qemu-img info for QED and raw images.</summary>
+/// <summary><c>qed info [-f FMT] [--output=human|json] [--backing-chain] [-U] [--l2-cache-size=SIZE] FILE</c>: qemu-img info for the formats the library reads.</summary>
 /// <remarks>
 /// Images are opened read-only, so nothing on disk changes (not even a set need-check bit). Without
 /// <c>--backing-chain</c> the backing file is not opened at all, so a missing backing file does not prevent info.
@@ -103,31 +104,21 @@ internal static class InfoCommand
         return null;
     }
 
-    /// <summary>Collects the report for one open device.</summary>
+    /// <summary>Collects the report for one open device: the host file's allocation and its format's description.</summary>
     public static ImageInfo Describe(BlockDevice device, string fileName)
     {
-        long? actualSize = FileAllocation.GetAllocatedBytes(device.FileName);
-        if (device is QedImage qed)
-        {
-            return new ImageInfo
-            {
-                FileName = fileName,
-                Format = "qed",
-                VirtualSize = qed.Size,
-                ActualSize = actualSize,
-                ClusterSize = qed.Geometry.ClusterSize,
-                DirtyFlag = qed.Header.NeedsCheck,
-                BackingFileName = qed.BackingFileName,
-                FullBackingFileName = qed.BackingFilePath,
-                BackingFormat = qed.BackingFormat,
-            };
-        }
+        var description = ImageFormats.Of(device).Describe(device);
         return new ImageInfo
         {
             FileName = fileName,
-            Format = device.FormatName,
-            VirtualSize = ImageOpener.VirtualSize(device),
-            ActualSize = actualSize,
+            Format = description.Format,
+            VirtualSize = description.VirtualSize,
+            ActualSize = FileAllocation.GetAllocatedBytes(device.FileName),
+            ClusterSize = description.ClusterSize,
+            DirtyFlag = description.NeedsCheck,
+            BackingFileName = description.BackingFileName,
+            FullBackingFileName = description.BackingFilePath,
+            BackingFormat = description.BackingFormat,
         };
     }
 }

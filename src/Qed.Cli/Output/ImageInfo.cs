@@ -1,12 +1,12 @@
 namespace Qed.Cli.Output;
 
-/// <summary>What <c>qed info</c> reports about one image (the fields of qemu-img's ImageInfo that apply to QED and raw).</summary>
+/// <summary>What <c>qed info</c> reports about one image (the fields of qemu-img's ImageInfo that qed's formats fill).</summary>
 internal sealed record ImageInfo
 {
     /// <summary>The image's file name as given (for backing files: the resolved path).</summary>
     public required string FileName { get; init; }
 
-    /// <summary><c>qed</c> or <c>raw</c>.</summary>
+    /// <summary>The format's name as qemu-img spells it (<c>qed</c>, <c>raw</c>).</summary>
     public required string Format { get; init; }
 
     /// <summary>Virtual disk size in bytes.</summary>
@@ -15,7 +15,7 @@ internal sealed record ImageInfo
     /// <summary>Bytes the host file system allocated for the file, or null when unknown.</summary>
     public long? ActualSize { get; init; }
 
-    /// <summary>Cluster size (QED only).</summary>
+    /// <summary>Cluster size, for formats with clusters.</summary>
     public int? ClusterSize { get; init; }
 
     /// <summary>The need-check bit as it is on disk (qemu-img always says false for QED; see QED-FORMAT.md §10.2).</summary>
@@ -27,6 +27,6 @@ internal sealed record ImageInfo
     /// <summary>The backing file name resolved against the image's directory.</summary>
     public string? FullBackingFileName { get; init; }
 
-    /// <summary>The backing format when the header records it (<c>raw</c> only).</summary>
+    /// <summary>The backing format when the image records it.</summary>
     public string? BackingFormat { get; init; }
 }

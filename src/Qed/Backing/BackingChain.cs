@@ -1,9 +1,8 @@
 using Qed.Image;
-using Qed.IO;
 
 namespace Qed.Backing;
 
-/// <summary>Opens the backing files of one chain, resolving relative names and refusing loops and chains deeper than the limit.</summary>
+/// <summary>The files of one backing chain opened so far: refuses a file that is already in it (a loop) and chains deeper than the limit, and resolves relative names.</summary>
 internal sealed class BackingChain
 {
     private readonly HashSet<string> _visited;
@@ -29,8 +28,9 @@ internal sealed class BackingChain
         return string.IsNullOrEmpty(directory) ? backingName : Path.Combine(directory, backingName);
     }
 
-    /// <summary>Opens one backing file read-only, as <paramref name="format"/> or probed when null, with its own chain below it.</summary>
-    public async ValueTask<BlockDevice> OpenBackingAsync(string path, string? format, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
+    /// <summary>The chain one level further down, at the backing file <paramref name="path"/> (as resolved).</summary>
+    /// <exception cref="QedBackingFileException">The name holds a NUL byte, the file is already in the chain, or the chain would be deeper than <see cref="QedOpenOptions.MaxBackingDepth"/>.</exception>
+    public BackingChain Enter(string path, QedOpenOptions options)
     {
         if (path.Contains('\0', StringComparison.Ordinal))
         {
@@ -45,18 +45,6 @@ internal sealed class BackingChain
         {
             throw new QedBackingFileException($"Backing chain is deeper than {options.MaxBackingDepth} images at '{path}'");
         }
-        var below = new BackingChain(new HashSet<string>(_visited, StringComparer.Ordinal) { full }, _depth + 1);
-        try
-        {
-            return await DiskImage.OpenCoreAsync(path, format, options with { ReadOnly = true }, below, useAsync, cancellationToken).ConfigureAwait(false);
-        }
-        catch (QedBackingFileException)
-        {
-            throw;
-        }
-        catch (QedException e)
-        {
-            throw new QedBackingFileException($"Could not open backing file: {e.Message}", e);
-        }
+        return new BackingChain(new HashSet<string>(_visited, StringComparer.Ordinal) { full }, _depth + 1);
     }
 }

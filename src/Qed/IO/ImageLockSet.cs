@@ -1,3 +1,4 @@
+using Qed.Formats;
 using Qed.Image;
 
 namespace Qed.IO;
@@ -29,9 +30,9 @@ internal readonly record struct ImageLockSet(ImagePermissions Held, ImagePermiss
     /// <summary>True when the set takes no lock (nothing to take, nothing to test).</summary>
     public bool IsEmpty => Held == ImagePermissions.None && Refused == ImagePermissions.None;
 
-    /// <summary>The set for opening an image of <paramref name="format"/> (<c>qed</c> or <c>raw</c>) with <paramref name="options"/>.</summary>
+    /// <summary>The set for opening an image of <paramref name="format"/> with <paramref name="options"/>.</summary>
     /// <exception cref="ArgumentException"><see cref="QedOpenOptions.ForceShare"/> without <see cref="QedOpenOptions.ReadOnly"/>.</exception>
-    public static ImageLockSet ForOpen(string format, QedOpenOptions options)
+    public static ImageLockSet ForOpen(ImageFormat format, QedOpenOptions options)
     {
         if (options.ForceShare && !options.ReadOnly)
         {
@@ -41,7 +42,6 @@ internal readonly record struct ImageLockSet(ImagePermissions Held, ImagePermiss
         {
             return None;
         }
-        bool qed = format == "qed";
         var held = ImagePermissions.None;
         if (!options.MetadataOnly)
         {
@@ -50,10 +50,10 @@ internal readonly record struct ImageLockSet(ImagePermissions Held, ImagePermiss
         if (!options.ReadOnly)
         {
             // QED grows its file as it allocates; a raw image keeps its size.
-            held |= qed ? ImagePermissions.Write | ImagePermissions.Resize : ImagePermissions.Write;
+            held |= format.GrowsFile ? ImagePermissions.Write | ImagePermissions.Resize : ImagePermissions.Write;
         }
         var refused = ImagePermissions.None;
-        if (!options.ForceShare && (qed || options.ExcludeWriters))
+        if (!options.ForceShare && (format.RefusesSharedWriters || options.ExcludeWriters))
         {
             refused = ImagePermissions.Write | ImagePermissions.Resize;
         }

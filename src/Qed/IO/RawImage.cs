@@ -1,3 +1,4 @@
+using Qed.Formats;
 using Qed.Image;
 
 namespace Qed.IO;
@@ -21,7 +22,7 @@ public sealed class RawImage : BlockDevice
         var file = HandleFileAccessor.Open(path, readOnly);
         try
         {
-            file.Lock(ImageLockSet.ForOpen("raw", new QedOpenOptions { ReadOnly = readOnly }));
+            file.Lock(ImageLockSet.ForOpen(ImageFormats.Raw, new QedOpenOptions { ReadOnly = readOnly }));
             return new RawImage(file);
         }
         catch
@@ -44,7 +45,7 @@ public sealed class RawImage : BlockDevice
         {
             file.SetLength(size);
             // From here the file is an open writable raw image: qemu-img's create locks give way to its open locks.
-            file.Lock(ImageLockSet.ForOpen("raw", new QedOpenOptions()));
+            file.Lock(ImageLockSet.ForOpen(ImageFormats.Raw, new QedOpenOptions()));
             return new RawImage(file);
         }
         catch (Exception e)
@@ -67,7 +68,7 @@ public sealed class RawImage : BlockDevice
     public override bool IsReadOnly => _file.IsReadOnly;
 
     /// <inheritdoc />
-    public override string FormatName => "raw";
+    public override string FormatName => ImageFormats.Raw.Name;
 
     /// <inheritdoc />
     public override string FileName => _file.Path;

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Qed.Format;
+using Qed.Formats;
 using Qed.IO;
 
 namespace Qed.Image;
@@ -11,14 +12,7 @@ internal static class QedCreator
     /// <summary>Validates the options in qemu-img's order and returns the header and backing name to write.</summary>
     public static (QedHeader Header, byte[] BackingName) Build(QedCreateOptions options)
     {
-        if (!QedGeometry.IsValidClusterSize(options.ClusterSize))
-        {
-            throw new QedFormatException($"QED cluster size must be within range [{QedGeometry.MinClusterSize}, {QedGeometry.MaxClusterSize}] and power of 2 (cluster_size {options.ClusterSize})");
-        }
-        if (!QedGeometry.IsValidTableSize(options.TableSize))
-        {
-            throw new QedFormatException($"QED table size must be within range [{QedGeometry.MinTableSize}, {QedGeometry.MaxTableSize}] and power of 2 (table_size {options.TableSize})");
-        }
+        ValidateGeometry(options.ClusterSize, options.TableSize);
         var geometry = new QedGeometry(options.ClusterSize, options.TableSize);
         long size = RoundUpToSector(options.Size);
         if (size > geometry.MaxImageSize)
@@ -46,7 +40,7 @@ internal static class QedCreator
         if (options.BackingFile is not null)
         {
             features |= QedFeatures.BackingFile;
-            if (options.BackingFormat == "raw")
+            if (options.BackingFormat == ImageFormats.Raw.Name)
             {
                 features |= QedFeatures.BackingFormatNoProbe;
             }
@@ -64,6 +58,21 @@ internal static class QedCreator
             BackingFilenameSize = (uint)name.Length,
         };
         return (header, name);
+    }
+
+    /// <summary>Refuses a cluster or table size QEMU refuses, with its message (also for values beyond the <see cref="int"/> range, before they are narrowed).</summary>
+    public static void ValidateGeometry(long clusterSize, long tableSize)
+    {
+        if (!QedGeometry.IsValidClusterSize(clusterSize))
+        {
+            throw new QedFormatException(string.Create(CultureInfo.InvariantCulture,
+                $"QED cluster size must be within range [{QedGeometry.MinClusterSize}, {QedGeometry.MaxClusterSize}] and power of 2 (cluster_size {clusterSize})"));
+        }
+        if (!QedGeometry.IsValidTableSize(tableSize))
+        {
+            throw new QedFormatException(string.Create(CultureInfo.InvariantCulture,
+                $"QED table size must be within range [{QedGeometry.MinTableSize}, {QedGeometry.MaxTableSize}] and power of 2 (table_size {tableSize})"));
+        }
     }
 
     /// <summary>Rounds a requested size up to 512 bytes, as qemu-img does (1000 becomes 1024).</summary>

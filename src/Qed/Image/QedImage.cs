@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
 using Qed.Format;
+using Qed.Formats;
 using Qed.IO;
 using Qed.Tables;
 
@@ -85,7 +86,7 @@ public sealed partial class QedImage : BlockDevice
     public string? BackingFilePath { get; private set; }
 
     /// <summary><c>raw</c> when the header says the backing file is raw (the no-probe bit), else null (the format is probed).</summary>
-    public string? BackingFormat => BackingFileName is not null && (Header.Features & QedFeatures.BackingFormatNoProbe) != 0 ? "raw" : null;
+    public string? BackingFormat => BackingFileName is not null && (Header.Features & QedFeatures.BackingFormatNoProbe) != 0 ? ImageFormats.Raw.Name : null;
 
     /// <summary>The current end of the allocated area: the file length as QEMU counts it (rounded up to a 512-byte sector, then down to a cluster), plus what this session allocated.</summary>
     public long AllocationEnd => _space.End;
@@ -109,7 +110,7 @@ public sealed partial class QedImage : BlockDevice
     public override bool IsReadOnly => _file.IsReadOnly;
 
     /// <inheritdoc />
-    public override string FormatName => "qed";
+    public override string FormatName => ImageFormats.Qed.Name;
 
     /// <inheritdoc />
     public override string FileName => _file.Path;

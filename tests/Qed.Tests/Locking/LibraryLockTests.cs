@@ -1,3 +1,4 @@
+using Qed.Formats;
 using Qed.Image;
 using Qed.IO;
 using Qed.Tests.Infrastructure;
@@ -137,8 +138,8 @@ public sealed class LibraryLockTests : IDisposable
     [Fact]
     public void A_refused_change_of_locks_leaves_them_as_they_were()
     {
-        var readOnly = ImageLockSet.ForOpen("qed", new QedOpenOptions { ReadOnly = true });
-        var writable = ImageLockSet.ForOpen("qed", new QedOpenOptions());
+        var readOnly = ImageLockSet.ForOpen(ImageFormats.Qed, new QedOpenOptions { ReadOnly = true });
+        var writable = ImageLockSet.ForOpen(ImageFormats.Qed, new QedOpenOptions());
         using var other = HandleFileAccessor.Open(Path, readOnly: true);
         other.Lock(readOnly);
         using var file = HandleFileAccessor.Open(Path, readOnly: false);

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using Qed.Cli.Native;
+using Qed.Formats;
 using Qed.IO;
 
 namespace Qed.Cli.Commands.Convert;
@@ -58,12 +59,13 @@ internal sealed class ConvertDestination : IDisposable
     public bool InPlace => WritePath == Path;
 
     /// <summary>
-    /// Checks the destination <paramref name="name"/> for <paramref name="format"/> output of <paramref name="size"/> bytes
+    /// Checks the destination <paramref name="name"/> for <paramref name="imageFormat"/> output of <paramref name="size"/> bytes
     /// and creates the empty hidden file to write (not for a device).
     /// </summary>
     /// <exception cref="CliException">The destination cannot take the output; worded as qemu-img words it (<c>NAME: error while converting FMT: reason</c>).</exception>
-    public static ConvertDestination Prepare(string name, string format, long size)
+    public static ConvertDestination Prepare(string name, ImageFormat imageFormat, long size)
     {
+        string format = imageFormat.Name;
         if (name.Length == 0)
         {
             throw Failure(name, format, "Could not create '': No such file or directory");
@@ -76,7 +78,7 @@ internal sealed class ConvertDestination : IDisposable
             case FileKind.Other:
                 throw Failure(name, format, "Could not resize file: Invalid argument");
             case FileKind.Device:
-                return PrepareDevice(name, format, path, size);
+                return PrepareDevice(name, imageFormat, path, size);
             case FileKind.Regular:
                 var existing = OpenExisting(name, format, path);
                 try
@@ -155,9 +157,10 @@ internal sealed class ConvertDestination : IDisposable
         }
     }
 
-    private static ConvertDestination PrepareDevice(string name, string format, string path, long size)
+    private static ConvertDestination PrepareDevice(string name, ImageFormat imageFormat, string path, long size)
     {
-        if (format != "raw")
+        string format = imageFormat.Name;
+        if (imageFormat.GrowsFile)
         {
             // A QED image grows at the end of its file, which a device cannot do (qemu-img fails the same way, after wiping the header).
             throw Failure(name, format, "Cannot resize device files");
