@@ -1,7 +1,7 @@
 using Qed.Cli.CommandLine;
 using Qed.Cli.Commands.Convert;
-using Qed.Cli.Conversion;
 using Qed.Cli.Output;
+using Qed.Copy;
 using Qed.Image;
 using Qed.IO;
 
@@ -107,8 +107,7 @@ internal static class ConvertCommand
                     // A device keeps its old bytes where the sparse copy writes nothing (qemu-img zeroes them too).
                     target.WriteZeroes(0, size);
                 }
-                var copier = new SparseCopier(source, target, size, granule);
-                copier.CopyAsync(reporter.Report).GetAwaiter().GetResult();
+                new SparseCopier(source, target, size, granule).Copy(reporter.Report);
                 target.Flush();
             }
             finally
