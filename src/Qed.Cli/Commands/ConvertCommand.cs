@@ -21,6 +21,7 @@ namespace Qed.Cli.Commands;
 internal static class ConvertCommand
 {
     private const int RawGranule = 4096;
+    private const long DefaultL2CacheSize = 1024 * 1024;
 
     private static readonly GetOpt s_options = new("f:O:o:pqhU",
         new LongOption("help", false, "h"),
@@ -55,6 +56,9 @@ internal static class ConvertCommand
             }
         }
 
+        // Convert walks the source and writes the target in disk order, so each table slice is needed only for a moment: a
+        // small cache does as well as a large one and keeps the memory of a scattered copy low.
+        l2CacheSize ??= DefaultL2CacheSize;
         ImageOpener.CheckKnownFormat(outputFormat);
         var optionList = ImageOptionList.Parse(optionArguments);
         if (optionList.IsHelpRequest)
