@@ -1,7 +1,7 @@
 using Qed.Cli.CommandLine;
 using Qed.Cli.Commands.Convert;
-using Qed.Cli.Conversion;
 using Qed.Cli.Output;
+using Qed.Copy;
 using Qed.Formats;
 using Qed.Image;
 using Qed.IO;
@@ -22,6 +22,7 @@ namespace Qed.Cli.Commands;
 internal static class ConvertCommand
 {
     private const int RawGranule = 4096;
+    private const long DefaultL2CacheSize = 1024 * 1024;
 
     private static readonly GetOpt s_options = new("f:O:o:pqhU",
         new LongOption("help", false, "h"),
@@ -56,6 +57,9 @@ internal static class ConvertCommand
             }
         }
 
+        // Convert walks the source and writes the target in disk order, so each table slice is needed only for a moment: a
+        // small cache does as well as a large one and keeps the memory of a scattered copy low.
+        l2CacheSize ??= DefaultL2CacheSize;
         var format = ImageOpener.CreatableFormat(outputFormat);
         var optionList = ImageOptionList.Parse(optionArguments);
         if (optionList.IsHelpRequest)
@@ -109,8 +113,7 @@ internal static class ConvertCommand
                     // A device keeps its old bytes where the sparse copy writes nothing (qemu-img zeroes them too).
                     target.WriteZeroes(0, size);
                 }
-                var copier = new SparseCopier(source, target, size, granule);
-                copier.CopyAsync(reporter.Report).GetAwaiter().GetResult();
+                new SparseCopier(source, target, size, granule).Copy(reporter.Report);
                 target.Flush();
             }
             finally

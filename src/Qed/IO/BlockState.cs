@@ -5,7 +5,7 @@ public enum BlockState
 {
     /// <summary>Data stored in this device (<see cref="BlockStatus.HostOffset"/> says where).</summary>
     Data,
-    /// <summary>Reads as zeros without consulting any backing device (a QED zero cluster).</summary>
+    /// <summary>Reads as zeros without consulting any backing device (a QED zero cluster, a hole of a raw file).</summary>
     Zero,
     /// <summary>Not stored here: reads fall through to the backing device, or read as zeros when there is none.</summary>
     Unallocated,

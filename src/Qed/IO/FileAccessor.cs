@@ -25,6 +25,12 @@ internal abstract class FileAccessor : IDisposable
     /// <summary>Makes every completed write durable.</summary>
     public abstract ValueTask FlushAsync(bool useAsync, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Whether the range at <paramref name="offset"/> (at most <paramref name="length"/> bytes, inside the file) holds data
+    /// or is a hole that reads as zeros, and how long that run is. The default knows no holes: everything is data.
+    /// </summary>
+    public virtual (bool IsData, long Length) ProbeAllocation(long offset, long length) => (true, length);
+
     /// <summary>Sets the file length (extending with a hole or truncating).</summary>
     public abstract void SetLength(long length);
 

@@ -148,6 +148,8 @@ internal sealed class HandleFileAccessor : FileAccessor
         return ValueTask.CompletedTask;
     }
 
+    public override (bool IsData, long Length) ProbeAllocation(long offset, long length) => FileHoles.Probe(_handle, offset, length);
+
     public override void SetLength(long length) => RandomAccess.SetLength(_handle, length);
 
     public override void Dispose()

@@ -111,8 +111,12 @@ public sealed class RawImage : BlockDevice
         _file.FlushAsync(useAsync, cancellationToken);
 
     /// <inheritdoc />
-    protected internal override ValueTask<BlockStatus> GetStatusCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken) =>
-        new(new BlockStatus(offset, length, BlockState.Data, offset));
+    /// <remarks>Holes of the file (<c>SEEK_HOLE</c>) are <see cref="BlockState.Zero"/>, with their file offset as for data: qemu-img map shows them as zero, present, at that offset.</remarks>
+    protected internal override ValueTask<BlockStatus> GetStatusCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
+    {
+        var (isData, run) = _file.ProbeAllocation(offset, length);
+        return new(new BlockStatus(offset, run, isData ? BlockState.Data : BlockState.Zero, offset));
+    }
 
     /// <inheritdoc />
     protected override ValueTask CloseCoreAsync(bool useAsync)

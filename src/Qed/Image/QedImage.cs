@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
+using Qed.Extents;
 using Qed.Format;
 using Qed.Formats;
 using Qed.IO;
@@ -150,17 +151,9 @@ public sealed partial class QedImage : BlockDevice
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask ReadBackingAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken)
-    {
-        var backing = _backing;
-        long available = backing is null ? 0 : Math.Clamp(backing.Size - offset, 0, destination.Length);
-        if (available > 0)
-        {
-            await backing!.ReadCoreAsync(destination[..(int)available], offset, useAsync, cancellationToken).ConfigureAwait(false);
-        }
-        destination.Span[(int)available..].Clear();
-    }
+    /// <summary>What lies beneath this layer: the backing chain, zeros where it has nothing (the one rule, shared with the extent map).</summary>
+    private ValueTask ReadBackingAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken) =>
+        FallThrough.ReadAsync(_backing, destination, offset, useAsync, cancellationToken);
 
     /// <inheritdoc />
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]

@@ -52,7 +52,7 @@ internal sealed class SliceMap
     /// <summary>log2 of the entries in one slice.</summary>
     public int SliceShift { get; }
 
-    /// <summary>Maps the longest run starting at <paramref name="offset"/> that has one state (and, for data, is contiguous in the file), at most <paramref name="length"/> bytes and never past the span of its L2 slice.</summary>
+    /// <summary>Maps the longest run starting at <paramref name="offset"/> that has one state (and, for data, is contiguous in the file), at most <paramref name="length"/> bytes and never past the span of its L2 slice (where no table exists, up to the next table that does).</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<Mapping> MapAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
     {
@@ -62,7 +62,7 @@ internal sealed class SliceMap
         ulong tableOffset = TableEntry.Read(L1, l1Index);
         if (tableOffset == 0)
         {
-            return new Mapping(BlockState.Unallocated, pieceLength, -1);
+            return new Mapping(BlockState.Unallocated, AbsentTablesSpan(offset, length), -1);
         }
         ValidateTableOffset(tableOffset, l1Index);
 
@@ -100,6 +100,21 @@ internal sealed class SliceMap
         {
             Cache.Release(table);
         }
+    }
+
+    /// <summary>
+    /// Guest bytes from <paramref name="offset"/>, whose L2 table does not exist, to the next table that does (at most
+    /// <paramref name="length"/>): a sparse disk maps in a step per run of absent tables, not one per slice.
+    /// </summary>
+    private long AbsentTablesSpan(long offset, long length)
+    {
+        long span = RoomInTable(offset);
+        int entries = L1.Length / sizeof(ulong);
+        for (int next = _geometry.L1Index(offset) + 1; span < length && next < entries && TableEntry.Read(L1, next) == 0; next++)
+        {
+            span += Math.Min(_geometry.L2Span, length - span);
+        }
+        return Math.Min(span, length);
     }
 
     /// <summary>Guest bytes from <paramref name="offset"/> to the end of the span mapped by its L2 slice.</summary>

@@ -147,7 +147,7 @@ internal static class FuzzHarness
         using var raw = new RawImage(new DiscardingFileAccessor("convert.raw", image.Size));
         try
         {
-            new Qed.Cli.Conversion.SparseCopier(image, raw, image.Size, image.Geometry.ClusterSize).CopyAsync(progress: null).GetAwaiter().GetResult();
+            new Qed.Copy.SparseCopier(image, raw, image.Size, image.Geometry.ClusterSize).Copy();
         }
         catch (IOException e) when (e.InnerException is QedException)
         {
