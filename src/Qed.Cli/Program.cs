@@ -96,7 +96,7 @@ public static class Program
                 HelpText.Write(context.Out);
                 return 0;
             case "-V" or "--version" or "version":
-                context.Out.WriteLine($"{Name} version {Version}");
+                context.Out.WriteLine(VersionLine);
                 return 0;
         }
         if (command.StartsWith('-'))
@@ -110,10 +110,27 @@ public static class Program
         return run(args[1..], context);
     }
 
-    private static string Version =>
-        typeof(Program).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion.Split('+')[0]
-        ?? typeof(Program).Assembly.GetName().Version?.ToString()
-        ?? "0";
+    /// <summary>
+    /// <c>qed version 0.8.0 (commit abc1234)</c>, in the shape of qemu-img's first line. The build stamps the commit into
+    /// the informational version (<c>0.8.0+&lt;sha&gt;</c>, see Directory.Build.props); a build from a tree without git
+    /// has none and prints the version alone.
+    /// </summary>
+    internal static string VersionLine => FormatVersion(
+        typeof(Program).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
+        ?? typeof(Program).Assembly.GetName().Version?.ToString(3)
+        ?? "0");
+
+    /// <summary>The version line for an informational version such as <c>0.8.0+d64e4ec96ad3...</c>.</summary>
+    internal static string FormatVersion(string informationalVersion)
+    {
+        int plus = informationalVersion.IndexOf('+', StringComparison.Ordinal);
+        if (plus < 0)
+        {
+            return $"{Name} version {informationalVersion}";
+        }
+        string commit = informationalVersion[(plus + 1)..];
+        return $"{Name} version {informationalVersion[..plus]} (commit {commit[..Math.Min(commit.Length, 7)]})";
+    }
 
     /// <summary>The failures a user can cause (bad files, bad arguments, I/O errors); anything else is a bug and keeps its stack trace.</summary>
     private static bool IsReportable(Exception e) =>

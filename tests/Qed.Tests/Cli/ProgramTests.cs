@@ -23,7 +23,7 @@ public class ProgramTests
     public void Version_prints_one_line()
     {
         var result = QedCli.Ok("--version");
-        Assert.Matches(@"^qed version \S+\n$", result.StdOut);
+        Assert.Matches(@"^qed version \d+\.\d+\.\d+(?: \(commit [0-9a-f]{7}\))?\n$", result.StdOut);
     }
 
     [Theory]
