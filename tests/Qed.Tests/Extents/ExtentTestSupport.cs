@@ -75,8 +75,8 @@ internal sealed class CountingDevice(BlockDevice inner) : BlockDevice
     protected internal override ValueTask WriteCoreAsync(ReadOnlyMemory<byte> source, long offset, bool useAsync, CancellationToken cancellationToken) =>
         inner.WriteCoreAsync(source, offset, useAsync, cancellationToken);
 
-    protected internal override ValueTask WriteZeroesCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken) =>
-        inner.WriteZeroesCoreAsync(offset, length, useAsync, cancellationToken);
+    protected internal override ValueTask WriteZeroesCoreAsync(long offset, long length, bool mayUnmap, bool useAsync, CancellationToken cancellationToken) =>
+        inner.WriteZeroesCoreAsync(offset, length, mayUnmap, useAsync, cancellationToken);
 
     protected internal override ValueTask FlushCoreAsync(bool useAsync, CancellationToken cancellationToken) =>
         inner.FlushCoreAsync(useAsync, cancellationToken);
