@@ -22,7 +22,8 @@ namespace Qed.IO;
 /// <item>The cancellation token is checked before the request starts and passed on to the I/O; a canceled request may
 /// have done part of its work (as an interrupted write may).</item>
 /// <item>Dispose waits for the requests in flight, then calls <see cref="CloseCoreAsync"/> once; requests started
-/// after disposal began throw <see cref="ObjectDisposedException"/>. Do not dispose from inside a request.</item>
+/// after disposal began throw <see cref="ObjectDisposedException"/>. Do not dispose from inside a request; a second
+/// Dispose while the first still waits returns at once.</item>
 /// </list>
 /// Errors: <see cref="ArgumentOutOfRangeException"/> for a range outside the device, <see cref="QedReadOnlyException"/>
 /// for a change to a read-only device, <see cref="QedUnsupportedException"/> for an operation the format cannot do,
