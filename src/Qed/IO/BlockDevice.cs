@@ -22,7 +22,8 @@ namespace Qed.IO;
 /// <item>The cancellation token is checked before the request starts and passed on to the I/O; a canceled request may
 /// have done part of its work (as an interrupted write may).</item>
 /// <item>Dispose waits for the requests in flight, then calls <see cref="CloseCoreAsync"/> once; requests started
-/// after disposal began throw <see cref="ObjectDisposedException"/>. Do not dispose from inside a request.</item>
+/// after disposal began throw <see cref="ObjectDisposedException"/>. Do not dispose from inside a request; a second
+/// Dispose while the first still waits returns at once.</item>
 /// </list>
 /// Errors: <see cref="ArgumentOutOfRangeException"/> for a range outside the device, <see cref="QedReadOnlyException"/>
 /// for a change to a read-only device, <see cref="QedUnsupportedException"/> for an operation the format cannot do,
@@ -262,30 +263,20 @@ public abstract class BlockDevice : IDisposable, IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Runs one request: counted in flight for the drain, refused once canceled, then the core operation with its state
+    /// (a static lambda and a value tuple: nothing allocated per request), then a flush when <paramref name="flushAfter"/>
+    /// (force unit access).
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask ReadRequestAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken)
+    private async ValueTask RequestAsync<TState>(TState state, Func<BlockDevice, TState, bool, CancellationToken, ValueTask> core, bool flushAfter, bool useAsync, CancellationToken cancellationToken)
     {
         EnterRequest();
         try
         {
             cancellationToken.ThrowIfCancellationRequested();
-            await ReadCoreAsync(destination, offset, useAsync, cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            ExitRequest();
-        }
-    }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask WriteRequestAsync(ReadOnlyMemory<byte> source, long offset, WriteFlags flags, bool useAsync, CancellationToken cancellationToken)
-    {
-        EnterRequest();
-        try
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            await WriteCoreAsync(source, offset, useAsync, cancellationToken).ConfigureAwait(false);
-            if ((flags & WriteFlags.ForceUnitAccess) != 0)
+            await core(this, state, useAsync, cancellationToken).ConfigureAwait(false);
+            if (flushAfter)
             {
                 await FlushCoreAsync(useAsync, cancellationToken).ConfigureAwait(false);
             }
@@ -296,65 +287,24 @@ public abstract class BlockDevice : IDisposable, IAsyncDisposable
         }
     }
 
-    private async ValueTask WriteZeroesRequestAsync(long offset, long length, WriteZeroesFlags flags, bool useAsync, CancellationToken cancellationToken)
-    {
-        EnterRequest();
-        try
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            await WriteZeroesCoreAsync(offset, length, (flags & WriteZeroesFlags.MayUnmap) != 0, useAsync, cancellationToken).ConfigureAwait(false);
-            if ((flags & WriteZeroesFlags.ForceUnitAccess) != 0)
-            {
-                await FlushCoreAsync(useAsync, cancellationToken).ConfigureAwait(false);
-            }
-        }
-        finally
-        {
-            ExitRequest();
-        }
-    }
+    private ValueTask ReadRequestAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken) =>
+        RequestAsync((destination, offset), static (d, s, a, c) => d.ReadCoreAsync(s.destination, s.offset, a, c), flushAfter: false, useAsync, cancellationToken);
 
-    private async ValueTask DiscardRequestAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
-    {
-        EnterRequest();
-        try
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            await DiscardCoreAsync(offset, length, useAsync, cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            ExitRequest();
-        }
-    }
+    private ValueTask WriteRequestAsync(ReadOnlyMemory<byte> source, long offset, WriteFlags flags, bool useAsync, CancellationToken cancellationToken) =>
+        RequestAsync((source, offset), static (d, s, a, c) => d.WriteCoreAsync(s.source, s.offset, a, c), (flags & WriteFlags.ForceUnitAccess) != 0, useAsync, cancellationToken);
 
-    private async ValueTask FlushRequestAsync(bool useAsync, CancellationToken cancellationToken)
-    {
-        EnterRequest();
-        try
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            await FlushCoreAsync(useAsync, cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            ExitRequest();
-        }
-    }
+    private ValueTask WriteZeroesRequestAsync(long offset, long length, WriteZeroesFlags flags, bool useAsync, CancellationToken cancellationToken) =>
+        RequestAsync((offset, length, mayUnmap: (flags & WriteZeroesFlags.MayUnmap) != 0), static (d, s, a, c) => d.WriteZeroesCoreAsync(s.offset, s.length, s.mayUnmap, a, c),
+            (flags & WriteZeroesFlags.ForceUnitAccess) != 0, useAsync, cancellationToken);
 
-    private async ValueTask ResizeRequestAsync(long size, bool useAsync, CancellationToken cancellationToken)
-    {
-        EnterRequest();
-        try
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            await ResizeCoreAsync(size, useAsync, cancellationToken).ConfigureAwait(false);
-        }
-        finally
-        {
-            ExitRequest();
-        }
-    }
+    private ValueTask DiscardRequestAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken) =>
+        RequestAsync((offset, length), static (d, s, a, c) => d.DiscardCoreAsync(s.offset, s.length, a, c), flushAfter: false, useAsync, cancellationToken);
+
+    private ValueTask FlushRequestAsync(bool useAsync, CancellationToken cancellationToken) =>
+        RequestAsync(0, static (d, _, a, c) => d.FlushCoreAsync(a, c), flushAfter: false, useAsync, cancellationToken);
+
+    private ValueTask ResizeRequestAsync(long size, bool useAsync, CancellationToken cancellationToken) =>
+        RequestAsync(size, static (d, s, a, c) => d.ResizeCoreAsync(s, a, c), flushAfter: false, useAsync, cancellationToken);
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<BlockStatus> GetStatusRequestAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)

@@ -45,6 +45,10 @@ namespace Qed.Image;
 /// fails with it as the cause (<see cref="FlushFailureLatch"/>): <see cref="BlockDevice.Flush"/>, allocations that must
 /// order data before metadata, and the close, which therefore leaves the need-check bit set. Reads and in-place writes
 /// keep working.
+/// Write-zeroes and discard never drop a mapping (QED keeps no free-space map, so a dropped cluster would only leak):
+/// allocated clusters are zeroed in place or, where unmapping is allowed, become holes in the file; unallocated
+/// clusters over a backing file become zero clusters under the allocation gate, like an allocation without data.
+/// Resize rewrites the header through <see cref="HeaderState"/>, so a request sees either the old size or the new one.
 /// </remarks>
 public sealed partial class QedImage : BlockDevice
 {
