@@ -119,6 +119,7 @@ internal static class InfoCommand
             BackingFileName = description.BackingFileName,
             FullBackingFileName = description.BackingFilePath,
             BackingFormat = description.BackingFormat,
+            FormatSpecific = description.FormatSpecific,
         };
     }
 }

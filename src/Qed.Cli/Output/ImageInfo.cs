@@ -1,3 +1,5 @@
+using Qed.Formats;
+
 namespace Qed.Cli.Output;
 
 /// <summary>What <c>qed info</c> reports about one image (the fields of qemu-img's ImageInfo that qed's formats fill).</summary>
@@ -29,4 +31,7 @@ internal sealed record ImageInfo
 
     /// <summary>The backing format when the image records it.</summary>
     public string? BackingFormat { get; init; }
+
+    /// <summary>The format-specific entries, in qemu-img's order (none for QED and raw).</summary>
+    public IReadOnlyList<ImageDetail> FormatSpecific { get; init; } = [];
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
+using Qed.Formats;
 
 namespace Qed.Cli.Output;
 
@@ -50,6 +51,14 @@ internal static class ImageInfoWriter
                 text.Append("backing file format: ").Append(backingFormat).Append('\n');
             }
         }
+        if (info.FormatSpecific.Count > 0)
+        {
+            text.Append("Format specific information:\n");
+            foreach (var detail in info.FormatSpecific)
+            {
+                text.Append("    ").Append(detail.Name.Replace('-', ' ')).Append(": ").Append(detail.Value).Append('\n');
+            }
+        }
         writer.Write(text.ToString());
     }
 
@@ -72,6 +81,18 @@ internal static class ImageInfoWriter
         {
             json.WriteNumber("actual-size", actual);
         }
+        if (info.FormatSpecific.Count > 0)
+        {
+            json.WriteStartObject("format-specific");
+            json.WriteString("type", info.Format);
+            json.WriteStartObject("data");
+            foreach (var detail in info.FormatSpecific)
+            {
+                WriteDetail(json, detail);
+            }
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
         if (info.BackingFileName is not null)
         {
             if (info.FullBackingFileName is not null)
@@ -82,6 +103,22 @@ internal static class ImageInfoWriter
         }
         json.WriteBoolean("dirty-flag", info.DirtyFlag);
         json.WriteEndObject();
+    }
+
+    private static void WriteDetail(Utf8JsonWriter json, ImageDetail detail)
+    {
+        switch (detail.Kind)
+        {
+            case ImageDetailKind.Boolean:
+                json.WriteBoolean(detail.Name, bool.Parse(detail.Value));
+                break;
+            case ImageDetailKind.Number:
+                json.WriteNumber(detail.Name, long.Parse(detail.Value, CultureInfo.InvariantCulture));
+                break;
+            default:
+                json.WriteString(detail.Name, detail.Value);
+                break;
+        }
     }
 
     /// <summary>Writes a whole report: one object, or an array for a backing chain, then a newline.</summary>

@@ -23,4 +23,26 @@ public sealed record ImageDescription
 
     /// <summary>The backing format when the image records one, or null (then it is probed).</summary>
     public string? BackingFormat { get; init; }
+
+    /// <summary>What qemu-img shows under "Format specific information" (JSON <c>format-specific</c>), in its order; empty for QED and raw.</summary>
+    public IReadOnlyList<ImageDetail> FormatSpecific { get; init; } = [];
+}
+
+/// <summary>One entry of the format-specific part of <c>qemu-img info</c> (for qcow2: <c>compat</c>, <c>lazy-refcounts</c>, ...).</summary>
+/// <param name="Name">qemu-img's JSON key (<c>refcount-bits</c>); the human report shows it with spaces for dashes.</param>
+/// <param name="Value">The value as qemu-img prints it (<c>1.1</c>, <c>false</c>, <c>16</c>).</param>
+/// <param name="Kind">How JSON writes the value: a string, a boolean or a number.</param>
+public sealed record ImageDetail(string Name, string Value, ImageDetailKind Kind);
+
+/// <summary>How an <see cref="ImageDetail"/> is written in JSON.</summary>
+public enum ImageDetailKind
+{
+    /// <summary>A JSON string.</summary>
+    Text,
+
+    /// <summary>A JSON <c>true</c> or <c>false</c>.</summary>
+    Boolean,
+
+    /// <summary>A JSON number.</summary>
+    Number,
 }

@@ -108,9 +108,8 @@ public abstract class ImageFormat
     /// <inheritdoc />
     public override string ToString() => Name;
 
-    /// <summary>True when a writable open of this format keeps the file to itself: QEMU's driver refuses other writers and resizers (QED, qcow2) rather than sharing them (raw).</summary>
+    /// <summary>True when an open of this format refuses other writers and resizers, read-only too (QEMU's QED and qcow2 drivers do), rather than sharing them (raw).</summary>
     internal virtual bool RefusesSharedWriters => false;
-
 
     /// <summary>
     /// First stage of an open: reads and validates <paramref name="file"/> (already locked) without writing anything and
