@@ -13,8 +13,9 @@ namespace Qed.Copy;
 /// 1. A reader walks the source's extent map (<see cref="ExtentMap"/>). Ranges that read as zeros (zero clusters, holes,
 ///    unallocated ranges of the whole chain) are skipped whole, however long, without reading them.
 /// 2. Data extents are read through the source, neighbours together, in pieces of at most <see cref="ChunkSize"/> that
-///    never cross an aligned <see cref="ChunkSize"/> boundary. The reader runs ahead of the writer through a small bounded
-///    queue, so reading the next pieces overlaps writing this one.
+///    never cross an aligned <see cref="ChunkSize"/> boundary, gathered into batches of one <see cref="ChunkSize"/> buffer.
+///    The reader runs ahead of the writer through a small bounded queue of batches, so reading the next pieces overlaps
+///    writing these.
 /// 3. The writer tests the data it received in granules (the target's cluster size, say) aligned to the disk, and writes
 ///    only the runs of granules holding a non-zero byte; the target reads zeros everywhere else.
 /// Failures carry qemu-img's wording and the guest offset: <c>error while reading block status at offset N</c>,
@@ -25,7 +26,8 @@ public sealed class SparseCopier
     /// <summary>The largest read: big enough to be sequential, small enough to keep the queue's memory low.</summary>
     public const int ChunkSize = 2 * 1024 * 1024;
 
-    private const int QueueDepth = 4;
+    // Batches queued ahead of the writer: enough to keep both sides busy; each holds a ChunkSize buffer.
+    private const int QueueDepth = 2;
     private const int MinGranule = 512;
 
     private readonly BlockDevice _source;
@@ -77,29 +79,26 @@ public sealed class SparseCopier
 
     private async Task CopyCoreAsync(Action<long, long>? progress, bool useAsync, CancellationToken cancellationToken)
     {
-        var queue = Channel.CreateBounded<Piece>(new BoundedChannelOptions(QueueDepth) { SingleReader = true, SingleWriter = true });
+        var queue = Channel.CreateBounded<Batch>(new BoundedChannelOptions(QueueDepth) { SingleReader = true, SingleWriter = true });
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var reader = Task.Run(() => ReadPiecesAsync(queue.Writer, useAsync, cancel.Token), cancel.Token);
+        var reader = Task.Run(() => new BatchReader(this, queue.Writer, useAsync, cancel.Token).RunAsync(), cancel.Token);
         try
         {
-            await foreach (var piece in queue.Reader.ReadAllAsync(cancel.Token).ConfigureAwait(false))
+            await foreach (var batch in queue.Reader.ReadAllAsync(cancel.Token).ConfigureAwait(false))
             {
                 try
                 {
-                    if (piece.Buffer is not null)
+                    foreach (var segment in batch.Segments)
                     {
-                        await WriteNonZeroAsync(piece.Buffer.AsMemory(0, (int)piece.Length), piece.Offset, useAsync, cancel.Token).ConfigureAwait(false);
+                        await WriteNonZeroAsync(batch.Buffer!.AsMemory(segment.BufferOffset, segment.Length), segment.Offset, useAsync, cancel.Token).ConfigureAwait(false);
                     }
                 }
                 finally
                 {
-                    if (piece.Buffer is not null)
-                    {
-                        ArrayPool<byte>.Shared.Return(piece.Buffer);
-                    }
+                    batch.ReturnBuffer();
                 }
-                Volatile.Write(ref _done, piece.Offset + piece.Length);
-                progress?.Invoke(piece.Offset + piece.Length, _size);
+                Volatile.Write(ref _done, batch.End);
+                progress?.Invoke(batch.End, _size);
             }
         }
         catch
@@ -120,94 +119,7 @@ public sealed class SparseCopier
         await reader.ConfigureAwait(false);
     }
 
-    /// <summary>Walks the map and queues, in disk order, a skip for each zero range and a filled buffer for each data piece.</summary>
-    private async Task ReadPiecesAsync(ChannelWriter<Piece> queue, bool useAsync, CancellationToken cancellationToken)
-    {
-        Exception? failure = null;
-        try
-        {
-            long readable = Math.Min(_size, _source.Size);
-            var walker = new ExtentWalker(_source, 0, readable);
-            // The data run found but not yet queued: neighbouring data extents are read together.
-            long runStart = 0, runEnd = 0;
-            while (true)
-            {
-                Extent? next;
-                try
-                {
-                    next = await walker.NextAsync(useAsync, cancellationToken).ConfigureAwait(false);
-                }
-                catch (IOException e)
-                {
-                    throw new IOException($"error while reading block status at offset {walker.Probing}: {e.Message}", e);
-                }
-                if (next is not { } extent)
-                {
-                    break;
-                }
-                if (extent.IsData)
-                {
-                    if (runEnd != extent.Offset)
-                    {
-                        runStart = extent.Offset;
-                    }
-                    runEnd = extent.End;
-                    // Queue the whole chunks now, so a long data extent streams instead of waiting for its end.
-                    while (NextBoundary(runStart) <= runEnd)
-                    {
-                        long boundary = NextBoundary(runStart);
-                        await QueueReadAsync(queue, runStart, boundary - runStart, useAsync, cancellationToken).ConfigureAwait(false);
-                        runStart = boundary;
-                    }
-                    continue;
-                }
-                if (runEnd > runStart)
-                {
-                    await QueueReadAsync(queue, runStart, runEnd - runStart, useAsync, cancellationToken).ConfigureAwait(false);
-                }
-                runStart = runEnd = 0;
-                await queue.WriteAsync(new Piece(extent.Offset, extent.Length, null), cancellationToken).ConfigureAwait(false);
-            }
-            if (runEnd > runStart)
-            {
-                await QueueReadAsync(queue, runStart, runEnd - runStart, useAsync, cancellationToken).ConfigureAwait(false);
-            }
-            if (readable < _size)
-            {
-                // Past a short source (qemu rounds raw files up to whole sectors): zeros.
-                await queue.WriteAsync(new Piece(readable, _size - readable, null), cancellationToken).ConfigureAwait(false);
-            }
-        }
-        catch (Exception e)
-        {
-            failure = e;
-        }
-        queue.TryComplete(failure);
-    }
-
     private static long NextBoundary(long offset) => (offset / ChunkSize + 1) * ChunkSize;
-
-    private async ValueTask QueueReadAsync(ChannelWriter<Piece> queue, long offset, long length, bool useAsync, CancellationToken cancellationToken)
-    {
-        byte[] buffer = ArrayPool<byte>.Shared.Rent((int)length);
-        try
-        {
-            try
-            {
-                await _source.ReadCoreAsync(buffer.AsMemory(0, (int)length), offset, useAsync, cancellationToken).ConfigureAwait(false);
-            }
-            catch (IOException e)
-            {
-                throw new IOException($"error while reading at byte {offset}: {e.Message}", e);
-            }
-            await queue.WriteAsync(new Piece(offset, length, buffer), cancellationToken).ConfigureAwait(false);
-        }
-        catch
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-            throw;
-        }
-    }
 
     /// <summary>Writes the runs of granules of <paramref name="data"/> (which sits at <paramref name="offset"/>) that hold a non-zero byte.</summary>
     private async ValueTask WriteNonZeroAsync(ReadOnlyMemory<byte> data, long offset, bool useAsync, CancellationToken cancellationToken)
@@ -257,18 +169,15 @@ public sealed class SparseCopier
         return (int)Math.Min(granuleEnd - offset, length);
     }
 
-    private static async ValueTask DrainAsync(ChannelReader<Piece> queue)
+    private static async ValueTask DrainAsync(ChannelReader<Batch> queue)
     {
         try
         {
             while (await queue.WaitToReadAsync().ConfigureAwait(false))
             {
-                while (queue.TryRead(out var piece))
+                while (queue.TryRead(out var batch))
                 {
-                    if (piece.Buffer is not null)
-                    {
-                        ArrayPool<byte>.Shared.Return(piece.Buffer);
-                    }
+                    batch.ReturnBuffer();
                 }
             }
         }
@@ -278,6 +187,132 @@ public sealed class SparseCopier
         }
     }
 
-    /// <summary>A range of the disk, in order: a buffer with its data, or null when the range reads as zeros.</summary>
-    private readonly record struct Piece(long Offset, long Length, byte[]? Buffer);
+    /// <summary>A piece of data in a batch: <see cref="Length"/> bytes of the disk at <see cref="Offset"/>, at <see cref="BufferOffset"/> in the batch's buffer.</summary>
+    private readonly record struct Segment(long Offset, int Length, int BufferOffset);
+
+    /// <summary>
+    /// The disk from where the previous batch ended up to <see cref="End"/>: data pieces gathered in one buffer of
+    /// <see cref="ChunkSize"/> bytes, everything between them zeros. One queue item carries many small scattered pieces,
+    /// so the reader and the writer hand over once per buffer, not once per cluster.
+    /// </summary>
+    private sealed class Batch(long end)
+    {
+        public byte[]? Buffer { get; set; }
+
+        public List<Segment> Segments { get; } = [];
+
+        /// <summary>Bytes of <see cref="Buffer"/> in use.</summary>
+        public int Used { get; set; }
+
+        public long End { get; set; } = end;
+
+        public void ReturnBuffer()
+        {
+            if (Buffer is not null)
+            {
+                ArrayPool<byte>.Shared.Return(Buffer);
+                Buffer = null;
+            }
+        }
+    }
+
+    /// <summary>Walks the map and queues, in disk order, batches of the data read (zero ranges are only stepped over).</summary>
+    private sealed class BatchReader(SparseCopier copier, ChannelWriter<Batch> queue, bool useAsync, CancellationToken cancellationToken)
+    {
+        /// <summary>The batch being filled; not queued yet, so its buffer is ours to return on failure.</summary>
+        private Batch _batch = new(0);
+
+        public async Task RunAsync()
+        {
+            Exception? failure = null;
+            try
+            {
+                await ReadAllAsync().ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                failure = e;
+                _batch.ReturnBuffer();
+            }
+            queue.TryComplete(failure);
+        }
+
+        private async ValueTask ReadAllAsync()
+        {
+            var source = copier._source;
+            long readable = Math.Min(copier._size, source.Size);
+            var walker = new ExtentWalker(source, 0, readable);
+            // The data run found but not read yet: neighbouring data extents are read together.
+            long runStart = 0, runEnd = 0;
+            while (true)
+            {
+                Extent? next;
+                try
+                {
+                    next = await walker.NextAsync(useAsync, cancellationToken).ConfigureAwait(false);
+                }
+                catch (IOException e)
+                {
+                    throw new IOException($"error while reading block status at offset {walker.Probing}: {e.Message}", e);
+                }
+                if (next is not { } extent)
+                {
+                    break;
+                }
+                if (extent.IsData)
+                {
+                    if (runEnd != extent.Offset)
+                    {
+                        runStart = extent.Offset;
+                    }
+                    runEnd = extent.End;
+                    // Read the whole chunks now, so a long data extent streams instead of waiting for its end.
+                    while (NextBoundary(runStart) <= runEnd)
+                    {
+                        long boundary = NextBoundary(runStart);
+                        await ReadAsync(runStart, (int)(boundary - runStart)).ConfigureAwait(false);
+                        runStart = boundary;
+                    }
+                    continue;
+                }
+                if (runEnd > runStart)
+                {
+                    await ReadAsync(runStart, (int)(runEnd - runStart)).ConfigureAwait(false);
+                }
+                runStart = runEnd = 0;
+                _batch.End = extent.End;
+            }
+            if (runEnd > runStart)
+            {
+                await ReadAsync(runStart, (int)(runEnd - runStart)).ConfigureAwait(false);
+            }
+            // Past a short source (qemu rounds raw files up to whole sectors): zeros.
+            _batch.End = copier._size;
+            await queue.WriteAsync(_batch, cancellationToken).ConfigureAwait(false);
+            _batch = new Batch(copier._size);
+        }
+
+        /// <summary>Reads a piece of data into the batch, first queuing the batch when the piece does not fit.</summary>
+        private async ValueTask ReadAsync(long offset, int length)
+        {
+            if (_batch.Used + length > ChunkSize)
+            {
+                var full = _batch;
+                _batch = new Batch(full.End);
+                await queue.WriteAsync(full, cancellationToken).ConfigureAwait(false);
+            }
+            _batch.Buffer ??= ArrayPool<byte>.Shared.Rent(ChunkSize);
+            try
+            {
+                await copier._source.ReadCoreAsync(_batch.Buffer.AsMemory(_batch.Used, length), offset, useAsync, cancellationToken).ConfigureAwait(false);
+            }
+            catch (IOException e)
+            {
+                throw new IOException($"error while reading at byte {offset}: {e.Message}", e);
+            }
+            _batch.Segments.Add(new Segment(offset, length, _batch.Used));
+            _batch.Used += length;
+            _batch.End = offset + length;
+        }
+    }
 }
