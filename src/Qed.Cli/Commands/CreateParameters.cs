@@ -112,22 +112,13 @@ internal sealed class CreateParameters
         return line.ToString();
     }
 
-    /// <summary>The engine's creation options; geometry values outside the <see cref="int"/> range are refused with the engine's wording.</summary>
-    /// <exception cref="QedFormatException">A geometry value is out of range.</exception>
+    /// <summary>The engine's creation options.</summary>
+    /// <exception cref="QedFormatException">A geometry value QED does not allow (the engine's check and message, also for values beyond <see cref="int"/>).</exception>
     public QedCreateOptions ToQedOptions()
     {
         long clusterSize = ClusterSize ?? QedGeometry.DefaultClusterSize;
         long tableSize = TableSize ?? QedGeometry.DefaultTableSize;
-        if (!QedGeometry.IsValidClusterSize(clusterSize))
-        {
-            throw new QedFormatException(string.Create(CultureInfo.InvariantCulture,
-                $"QED cluster size must be within range [{QedGeometry.MinClusterSize}, {QedGeometry.MaxClusterSize}] and power of 2 (cluster_size {clusterSize})"));
-        }
-        if (!QedGeometry.IsValidTableSize(tableSize))
-        {
-            throw new QedFormatException(string.Create(CultureInfo.InvariantCulture,
-                $"QED table size must be within range [{QedGeometry.MinTableSize}, {QedGeometry.MaxTableSize}] and power of 2 (table_size {tableSize})"));
-        }
+        QedCreator.CheckGeometry(clusterSize, tableSize);
         return new QedCreateOptions
         {
             Size = Size ?? 0,
@@ -138,7 +129,11 @@ internal sealed class CreateParameters
         };
     }
 
+    /// <summary>A size in <c>-o</c>, with the messages of QEMU's option parser (which differ from qemu-img's own size options).</summary>
     private static long ParseSizeValue(string key, string value, string fileName) =>
-        SizeParser.ParseOrNull(value)
-        ?? throw new CliException($"{fileName}: Parameter '{key}' expects a non-negative number below 2^64");
+        SizeParser.TryParse(value, out long size, out var error)
+            ? size
+            : throw new CliException(error == SizeParseError.TooLarge
+                ? $"{fileName}: Value '{value}' is out of range for parameter '{key}'"
+                : $"{fileName}: Parameter '{key}' expects a non-negative number below 2^64");
 }

@@ -10,22 +10,6 @@ internal static class ImageOpener
     /// <summary>Sector size qemu rounds raw images up to.</summary>
     public const long SectorSize = 512;
 
-    /// <summary>The <c>--l2-cache-size=SIZE</c> option every command that opens an image accepts.</summary>
-    public static LongOption L2CacheSizeOption { get; } = new("l2-cache-size", true);
-
-    /// <summary>Parses the value of <c>--l2-cache-size</c> (qemu-img size syntax: <c>512k</c>, <c>64M</c>, ...).</summary>
-    /// <exception cref="CliException">Not a size, or beyond the signed 64-bit range; worded as qemu-img words its size options.</exception>
-    public static long ParseL2CacheSize(string text)
-    {
-        if (SizeParser.TryParse(text, out long size, out var error))
-        {
-            return size;
-        }
-        throw new CliException(error == SizeParseError.TooLarge
-            ? $"Invalid L2 cache size specified. Must be between 0 and {long.MaxValue}."
-            : "Invalid L2 cache size specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-    }
-
     /// <summary>qemu-img's refusal of <c>-U</c> for a writable open (after <c>Could not open 'FILE': </c> or qemu-io's <c>can't open device FILE: </c>).</summary>
     public const string ForceShareNeedsReadOnly = "force-share=on can only be used with read-only images";
 
@@ -87,15 +71,6 @@ internal static class ImageOpener
     /// <summary>Rounds up to a multiple of 512.</summary>
     public static long RoundUpToSector(long size) =>
         size > long.MaxValue - (SectorSize - 1) ? long.MaxValue & ~(SectorSize - 1) : (size + SectorSize - 1) & ~(SectorSize - 1);
-
-    /// <summary>
-    /// True for the cache modes qemu accepts (<c>-t</c>/<c>-T</c>): none (or off), writeback, writethrough, directsync, unsafe.
-    /// qed accepts them for compatibility; it always goes through the host page cache (no O_DIRECT).
-    /// </summary>
-    public static bool IsValidCacheMode(string mode) => mode is "none" or "off" or "writeback" or "writethrough" or "directsync" or "unsafe";
-
-    /// <summary>True for the cache modes that bypass the host page cache in qemu (what aio=native requires).</summary>
-    public static bool IsDirectCacheMode(string mode) => mode is "none" or "off" or "directsync";
 
     /// <summary>Refuses format names other than qed and raw with qemu-img's wording.</summary>
     public static void CheckKnownFormat(string? format, string? filePrefix = null)

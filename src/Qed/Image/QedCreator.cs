@@ -11,14 +11,7 @@ internal static class QedCreator
     /// <summary>Validates the options in qemu-img's order and returns the header and backing name to write.</summary>
     public static (QedHeader Header, byte[] BackingName) Build(QedCreateOptions options)
     {
-        if (!QedGeometry.IsValidClusterSize(options.ClusterSize))
-        {
-            throw new QedFormatException($"QED cluster size must be within range [{QedGeometry.MinClusterSize}, {QedGeometry.MaxClusterSize}] and power of 2 (cluster_size {options.ClusterSize})");
-        }
-        if (!QedGeometry.IsValidTableSize(options.TableSize))
-        {
-            throw new QedFormatException($"QED table size must be within range [{QedGeometry.MinTableSize}, {QedGeometry.MaxTableSize}] and power of 2 (table_size {options.TableSize})");
-        }
+        CheckGeometry(options.ClusterSize, options.TableSize);
         var geometry = new QedGeometry(options.ClusterSize, options.TableSize);
         long size = RoundUpToSector(options.Size);
         if (size > geometry.MaxImageSize)
@@ -64,6 +57,20 @@ internal static class QedCreator
             BackingFilenameSize = (uint)name.Length,
         };
         return (header, name);
+    }
+
+    /// <summary>Refuses a cluster or table size QED does not allow, in qemu-img's order and words; takes <c>long</c> so that callers holding wider values (command-line options) get the same message.</summary>
+    /// <exception cref="QedFormatException">Either size is not allowed.</exception>
+    internal static void CheckGeometry(long clusterSize, long tableSize)
+    {
+        if (!QedGeometry.IsValidClusterSize(clusterSize))
+        {
+            throw new QedFormatException($"QED cluster size must be within range [{QedGeometry.MinClusterSize}, {QedGeometry.MaxClusterSize}] and power of 2 (cluster_size {clusterSize})");
+        }
+        if (!QedGeometry.IsValidTableSize(tableSize))
+        {
+            throw new QedFormatException($"QED table size must be within range [{QedGeometry.MinTableSize}, {QedGeometry.MaxTableSize}] and power of 2 (table_size {tableSize})");
+        }
     }
 
     /// <summary>Rounds a requested size up to 512 bytes, as qemu-img does (1000 becomes 1024).</summary>

@@ -11,7 +11,7 @@ public class GetOptTests
         new LongOption("backing-file", true, "b"),
         new LongOption("help", false, "h"));
 
-    private static string Describe(ParsedArguments parsed) =>
+    private static string Describe(GetOptResult parsed) =>
         string.Join(" ", parsed.Options.Select(o => o.Value is null ? o.Key : $"{o.Key}={o.Value}")) + " | " + string.Join(" ", parsed.Positionals);
 
     [Theory]

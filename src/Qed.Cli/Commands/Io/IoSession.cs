@@ -60,7 +60,7 @@ internal sealed class IoSession
     }
 
     /// <summary>Parses a command's options with getopt, printing glibc's complaint and the usage on failure; null when it failed.</summary>
-    public ParsedArguments? ParseOptions(IoSubcommand command, GetOpt options, IReadOnlyList<string> arguments)
+    public GetOptResult? ParseOptions(IoSubcommand command, GetOpt options, IReadOnlyList<string> arguments)
     {
         try
         {
