@@ -88,36 +88,40 @@ internal sealed class OptionTable
     }
 
     /// <summary>The synopsis: <c>check [-f FMT] [-q] FILE</c> (help itself is left out).</summary>
-    public string Synopsis
+    public string Synopsis => string.Join(' ', SynopsisParts);
+
+    /// <summary>The synopsis in the pieces a line may be broken between: the command, each option, the operands.</summary>
+    public IReadOnlyList<string> SynopsisParts
     {
         get
         {
-            var text = new StringBuilder(Command);
+            var parts = new List<string> { Command };
             foreach (var option in Options)
             {
                 if (option.IsHelp)
                 {
                     continue;
                 }
-                text.Append(' ');
-                text.Append(option.Required ? option.Usage : $"[{option.Usage}]");
-                if (option.Repeats)
+                parts.Add((option.Required, option.Repeats) switch
                 {
-                    text.Append(" [").Append(option.Usage).Append(" ...]");
-                }
+                    (true, true) => $"{option.Usage} [{option.Usage} ...]",
+                    (true, false) => option.Usage,
+                    (false, true) => $"[{option.Usage} ...]",
+                    (false, false) => $"[{option.Usage}]",
+                });
             }
             if (Operands.Length > 0)
             {
-                text.Append(' ').Append(Operands);
+                parts.Add(Operands);
             }
-            return text.ToString();
+            return parts;
         }
     }
 
     /// <summary>Writes <c>qed COMMAND --help</c>: the synopsis, the description and one line per option.</summary>
     public void WriteHelp(TextWriter writer, string program)
     {
-        writer.Write($"usage: {program} {Synopsis}\n\n");
+        writer.Write($"usage: {Wrap([program, .. SynopsisParts], HelpWidth - 7, new string(' ', 8 + program.Length + Command.Length))}\n\n");
         foreach (string line in Description.Split('\n'))
         {
             writer.Write(line.Length == 0 ? "\n" : $"{line}\n");
@@ -126,7 +130,33 @@ internal sealed class OptionTable
         int width = Options.Max(o => o.Spellings.Length) + 2;
         foreach (var option in Options)
         {
-            writer.Write($"  {option.Spellings.PadRight(width)}{option.Help}\n");
+            writer.Write($"  {option.Spellings.PadRight(width)}{Wrap(option.Help.Split(' '), HelpWidth - width - 2, new string(' ', width + 2))}\n");
         }
+    }
+
+    /// <summary>The column help text stays within.</summary>
+    public const int HelpWidth = 100;
+
+    /// <summary>Joins <paramref name="words"/> with spaces into lines of at most <paramref name="width"/> characters (a longer word stays whole), each later line starting with <paramref name="indent"/>.</summary>
+    public static string Wrap(IEnumerable<string> words, int width, string indent)
+    {
+        var result = new StringBuilder();
+        int lineLength = 0;
+        foreach (string word in words)
+        {
+            if (lineLength > 0 && lineLength + 1 + word.Length > width)
+            {
+                result.Append('\n').Append(indent);
+                lineLength = 0;
+            }
+            else if (lineLength > 0)
+            {
+                result.Append(' ');
+                lineLength++;
+            }
+            result.Append(word);
+            lineLength += word.Length;
+        }
+        return result.ToString();
     }
 }

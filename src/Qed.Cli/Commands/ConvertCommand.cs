@@ -8,7 +8,7 @@ using Qed.IO;
 namespace Qed.Cli.Commands;
 
 /// <summary>
-/// <c>qed convert [-f FMT] [-O qed|raw] [-o OPTIONS] [-p] [-q] [-U] [--l2-cache-size=SIZE] SOURCE DESTINATION</c>: writes the disk SOURCE shows
+/// <c>qed convert [-f FMT] [-O qed|raw] [-o OPTIONS] [-p] [-q] [-T CACHE] [-t CACHE] [-U] [--l2-cache-size=SIZE] SOURCE DESTINATION</c>: writes the disk SOURCE shows
 /// (its backing chain merged in) to a new standalone image, leaving zero areas unallocated (QED) or as holes (raw).
 /// </summary>
 /// <remarks>

@@ -19,7 +19,7 @@ internal static class HelpText
             """.ReplaceLineEndings("\n"));
         foreach (var table in commands)
         {
-            writer.Write($"  {table.Synopsis}\n");
+            writer.Write($"  {OptionTable.Wrap(table.SynopsisParts, OptionTable.HelpWidth - 2, new string(' ', 8))}\n");
             foreach (string line in table.Description.Split('\n'))
             {
                 writer.Write($"      {line}\n");

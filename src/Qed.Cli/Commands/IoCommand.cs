@@ -4,7 +4,7 @@ using Qed.Cli.Commands.Io;
 namespace Qed.Cli.Commands;
 
 /// <summary>
-/// <c>qed io [-f FMT] [-r] [-U] [--l2-cache-size=SIZE] -c CMD [-c CMD ...] FILE</c>: a subset of qemu-io (<c>read</c>, <c>write</c>,
+/// <c>qed io [-f FMT] [-r] [-t CACHE] [-n] [-U] [--l2-cache-size=SIZE] -c CMD [-c CMD ...] FILE</c>: a subset of qemu-io (<c>read</c>, <c>write</c>,
 /// <c>flush</c>, <c>sleep</c>) with qemu-io's output. Commands run in order; the exit status is 1 when any of them failed.
 /// </summary>
 /// <remarks>

@@ -29,18 +29,26 @@ public partial class OptionTableTests : IDisposable
         foreach (string flag in new[] { "--help", "-h", "--he" })
         {
             var result = QedCli.Ok(command, flag);
-            Assert.StartsWith($"usage: qed {table.Synopsis}\n\n{table.Description}\n", result.StdOut, StringComparison.Ordinal);
+            // Help is wrapped at 100 columns; unwrapped, it is the table's text.
+            string unwrapped = Unwrap(result.StdOut);
+            Assert.StartsWith($"usage: qed {table.Synopsis}\n\n{table.Description}\n", unwrapped, StringComparison.Ordinal);
             foreach (var option in table.Options)
             {
-                Assert.Contains($"  {option.Spellings} ", result.StdOut, StringComparison.Ordinal);
-                Assert.Contains(option.Help, result.StdOut, StringComparison.Ordinal);
+                Assert.Matches($"\n  {Regex.Escape(option.Spellings)}  +{Regex.Escape(option.Help)}\n", unwrapped);
             }
+            Assert.All(QedCli.Lines(result.StdOut), line => Assert.True(line.Length <= OptionTable.HelpWidth, line));
             Assert.Equal("", result.StdErr);
         }
 
         string global = QedCli.Ok("--help").StdOut;
-        Assert.Contains($"  {table.Synopsis}\n", global, StringComparison.Ordinal);
+        Assert.Contains($"  {table.Synopsis}\n", Unwrap(global), StringComparison.Ordinal);
     }
+
+    /// <summary>Joins continuation lines (a line break followed by the indentation of wrapped help) back into one line.</summary>
+    private static string Unwrap(string help) => WrappedLine().Replace(help, " ");
+
+    [GeneratedRegex(@"\n {8,}(?=\S)")]
+    private static partial Regex WrappedLine();
 
     /// <summary>
     /// Walks every command: the options its help shows (read back from the help text) are exactly the ones its parser
