@@ -29,13 +29,7 @@ internal static class IoCommand
 
     /// <summary>The options of <c>qed io</c>.</summary>
     public static OptionTable Options { get; } = new("io", "FILE",
-        """
-        Run qemu-io style commands on an image (writable unless -r):
-          read [-qv] [-P PATTERN] OFFSET LENGTH
-          write [-q] [-P PATTERN | -z] OFFSET LENGTH
-          flush
-          sleep MILLISECONDS
-        """,
+        "Run qemu-io style commands on an image (writable unless -r):\n" + string.Join('\n', IoSession.Subcommands.Select(c => $"  {c.Usage}")),
         CommonOptions.Help, s_command, CommonOptions.Format, s_readOnly, s_cache, s_noCache, CommonOptions.ForceShare, CommonOptions.L2CacheSize);
 
     /// <summary>Runs the command.</summary>

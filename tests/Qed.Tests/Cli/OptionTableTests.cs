@@ -96,6 +96,25 @@ public partial class OptionTableTests : IDisposable
     }
 
     [Fact]
+    public void Io_subcommand_usage_lines_come_from_their_tables()
+    {
+        string ioHelp = QedCli.Ok("io", "--help").StdOut;
+        var subcommands = Qed.Cli.Commands.Io.IoSession.Subcommands;
+        Assert.Equal(["read", "write", "flush", "sleep"], subcommands.Select(c => c.Name));
+        foreach (var command in subcommands)
+        {
+            Assert.StartsWith($"{command.Name} ", command.Usage, StringComparison.Ordinal);
+            Assert.EndsWith($" -- {command.Options.Description}", command.Usage, StringComparison.Ordinal);
+            foreach (var option in command.Options.Options)
+            {
+                Assert.Contains(option.TakesArgument ? $"[-{option.Letter} {option.Argument}]" : option.Letter.ToString(), command.Usage, StringComparison.Ordinal);
+            }
+            Assert.Contains($"\n  {command.Usage}\n", ioHelp, StringComparison.Ordinal);
+        }
+        Assert.Equal("read [-qv] [-P pattern] off len -- reads a number of bytes at a specified offset", subcommands[0].Usage);
+    }
+
+    [Fact]
     public void Reading_an_option_the_table_does_not_declare_is_a_bug()
     {
         var parsed = Table("info").Parse(["x"]);

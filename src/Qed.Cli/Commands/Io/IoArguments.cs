@@ -41,16 +41,10 @@ internal static class IoArguments
         return (int)length.Value;
     }
 
-    /// <summary>Parses a pattern byte as C's <c>strtol(text, &amp;end, 0)</c> would (decimal, <c>0x</c> hex or <c>0</c> octal), whole string, 0 to 255.</summary>
-    public static byte? ParsePattern(string text, TextWriter output)
-    {
-        if (CNumber.TryParseSigned(text, 0, byte.MaxValue, out long value))
-        {
-            return (byte)value;
-        }
-        output.WriteLine($"{text} is not a valid pattern byte");
-        return null;
-    }
+    /// <summary>Reads a pattern byte as qemu-io does, with C's <c>strtol(text, &amp;end, 0)</c> (decimal, <c>0x</c> hex or <c>0</c> octal), whole string, 0 to 255.</summary>
+    /// <exception cref="CliException">Not a pattern byte; qemu-io's message, which it prints on stdout.</exception>
+    public static byte ReadPattern(string text) =>
+        CNumber.TryParseSigned(text, 0, byte.MaxValue, out long value) ? (byte)value : throw new CliException($"{text} is not a valid pattern byte");
 
     /// <summary>Parses <c>sleep</c>'s milliseconds as qemu-io does (<c>strtol(text, &amp;end, 0)</c>, whole string, not negative); larger than <see cref="int.MaxValue"/> is refused.</summary>
     public static int? ParseMilliseconds(string text, TextWriter output)
