@@ -5,6 +5,8 @@ namespace Qed.Cli.CommandLine;
 /// <summary>
 /// Parses sizes the way qemu-img and qemu-io accept them: decimal or <c>0x</c> hex, an optional
 /// fraction (<c>1.5M</c>), and an optional suffix b, k, M, G, T, P or E (powers of 1024, any case).
+/// The CLI's only size parser: <see cref="ParseArgument"/> words errors as qemu-img's size options do; qemu-io's
+/// offsets (<c>IoArguments</c>) and <c>-o</c> values (<c>CreateParameters</c>) word them as those tools do.
 /// </summary>
 /// <remarks>
 /// Rules observed from qemu-img 7.2: leading white space and '+' are allowed, '-' is not; a fraction
@@ -19,9 +21,6 @@ internal static class SizeParser
         error = Parse(text, out value);
         return error == SizeParseError.None;
     }
-
-    /// <summary>Parses <paramref name="text"/> or returns null when it is not a valid size.</summary>
-    public static long? ParseOrNull(string text) => TryParse(text, out long value, out _) ? value : null;
 
     /// <summary>
     /// Parses the size argument of an option as qemu-img's <c>cvtnum</c> does, with its two messages:
@@ -43,7 +42,7 @@ internal static class SizeParser
     }
 
     /// <summary>The multiplier of a size suffix letter, or 0 when the letter is not a suffix.</summary>
-    public static ulong SuffixMultiplier(char suffix) => char.ToLowerInvariant(suffix) switch
+    private static ulong SuffixMultiplier(char suffix) => char.ToLowerInvariant(suffix) switch
     {
         'b' => 1,
         'k' => 1UL << 10,
