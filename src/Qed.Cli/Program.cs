@@ -10,15 +10,16 @@ public static class Program
     /// <summary>The program name used in messages (<c>qed: ...</c>).</summary>
     internal const string Name = "qed";
 
-    private static readonly Dictionary<string, Func<IReadOnlyList<string>, CommandContext, int>> s_commands = new(StringComparer.Ordinal)
-    {
-        ["create"] = CreateCommand.Run,
-        ["info"] = InfoCommand.Run,
-        ["convert"] = ConvertCommand.Run,
-        ["io"] = IoCommand.Run,
-        ["check"] = CheckCommand.Run,
-        ["bench"] = BenchCommand.Run,
-    };
+    /// <summary>The commands, each with its option table (help lists them in this order).</summary>
+    internal static IReadOnlyList<(OptionTable Options, Func<IReadOnlyList<string>, CommandContext, int> Run)> Commands { get; } =
+    [
+        (CreateCommand.Options, CreateCommand.Run),
+        (InfoCommand.Options, InfoCommand.Run),
+        (CheckCommand.Options, CheckCommand.Run),
+        (ConvertCommand.Options, ConvertCommand.Run),
+        (IoCommand.Options, IoCommand.Run),
+        (BenchCommand.Options, BenchCommand.Run),
+    ];
 
     private static int Main(string[] args)
     {
@@ -93,7 +94,7 @@ public static class Program
         switch (command)
         {
             case "-h" or "--help" or "help":
-                HelpText.Write(context.Out);
+                HelpText.Write(context.Out, Commands.Select(c => c.Options));
                 return 0;
             case "-V" or "--version" or "version":
                 context.Out.WriteLine(VersionLine);
@@ -103,11 +104,14 @@ public static class Program
         {
             throw new GetOptException(GetOptError.Unrecognized, command, null);
         }
-        if (!s_commands.TryGetValue(command, out var run))
+        foreach (var (options, run) in Commands)
         {
-            throw new UsageException($"Command not found: {command}");
+            if (options.Command == command)
+            {
+                return run(args[1..], context);
+            }
         }
-        return run(args[1..], context);
+        throw new UsageException($"Command not found: {command}");
     }
 
     /// <summary>

@@ -21,10 +21,13 @@ internal sealed class GetOpt
     }
 
     /// <summary>Splits <paramref name="arguments"/> into options and positional arguments.</summary>
+    /// <param name="arguments">The command line after the command name.</param>
+    /// <param name="found">Called for each option as it is met, before anything after it is looked at (as glibc's getopt
+    /// loop sees them: a bad value reported there comes before a mistake further right); returns false to stop parsing.</param>
     /// <exception cref="GetOptException">An option is unknown or lacks its value.</exception>
-    public ParsedArguments Parse(IReadOnlyList<string> arguments)
+    public GetOptResult Parse(IReadOnlyList<string> arguments, Func<ParsedOption, bool>? found = null)
     {
-        var options = new List<ParsedOption>();
+        var options = new OptionSink(found);
         var positionals = new List<string>();
         for (int i = 0; i < arguments.Count; i++)
         {
@@ -49,8 +52,29 @@ internal sealed class GetOpt
             {
                 positionals.Add(argument);
             }
+            if (options.Stopped)
+            {
+                break;
+            }
         }
-        return new ParsedArguments(options, positionals);
+        return new GetOptResult(options.Options, positionals);
+    }
+
+    /// <summary>Collects the options found and passes each to the caller's callback.</summary>
+    private sealed class OptionSink(Func<ParsedOption, bool>? found)
+    {
+        public List<ParsedOption> Options { get; } = [];
+
+        public bool Stopped { get; private set; }
+
+        public void Add(ParsedOption option)
+        {
+            Options.Add(option);
+            if (found is not null && !found(option))
+            {
+                Stopped = true;
+            }
+        }
     }
 
     private ParsedOption ParseLong(IReadOnlyList<string> arguments, ref int index)
@@ -105,7 +129,7 @@ internal sealed class GetOpt
         return candidate;
     }
 
-    private void ParseShortCluster(IReadOnlyList<string> arguments, ref int index, List<ParsedOption> options)
+    private void ParseShortCluster(IReadOnlyList<string> arguments, ref int index, OptionSink options)
     {
         string argument = arguments[index];
         for (int j = 1; j < argument.Length; j++)
@@ -120,6 +144,10 @@ internal sealed class GetOpt
             if (!takesValue)
             {
                 options.Add(new ParsedOption(letter.ToString(), null));
+                if (options.Stopped)
+                {
+                    return;
+                }
                 continue;
             }
             if (j + 1 < argument.Length)

@@ -5,6 +5,8 @@ namespace Qed.Cli.CommandLine;
 /// <summary>
 /// Parses sizes the way qemu-img and qemu-io accept them: decimal or <c>0x</c> hex, an optional
 /// fraction (<c>1.5M</c>), and an optional suffix b, k, M, G, T, P or E (powers of 1024, any case).
+/// The CLI's only size parser: <see cref="ParseArgument"/> words errors as qemu-img's size options do; qemu-io's
+/// offsets (<c>IoArguments</c>) and <c>-o</c> values (<c>CreateParameters</c>) word them as those tools do.
 /// </summary>
 /// <remarks>
 /// Rules observed from qemu-img 7.2: leading white space and '+' are allowed, '-' is not; a fraction
@@ -20,11 +22,27 @@ internal static class SizeParser
         return error == SizeParseError.None;
     }
 
-    /// <summary>Parses <paramref name="text"/> or returns null when it is not a valid size.</summary>
-    public static long? ParseOrNull(string text) => TryParse(text, out long value, out _) ? value : null;
+    /// <summary>
+    /// Parses the size argument of an option as qemu-img's <c>cvtnum</c> does, with its two messages:
+    /// <c>Invalid NAME specified. You may use k, M, ...</c> and <c>Invalid NAME specified. Must be between 0 and MAX.</c>
+    /// </summary>
+    /// <param name="text">The argument.</param>
+    /// <param name="name">What the size is, as qemu-img names it (<c>image size</c>, <c>buffer size</c>, <c>offset</c>).</param>
+    /// <param name="maximum">The largest value allowed.</param>
+    /// <exception cref="CliException">Not a size, or above <paramref name="maximum"/>.</exception>
+    public static long ParseArgument(string text, string name, long maximum = long.MaxValue)
+    {
+        if (TryParse(text, out long value, out var error) && value <= maximum)
+        {
+            return value;
+        }
+        throw new CliException(error == SizeParseError.Invalid
+            ? $"Invalid {name} specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes."
+            : $"Invalid {name} specified. Must be between 0 and {maximum}.");
+    }
 
     /// <summary>The multiplier of a size suffix letter, or 0 when the letter is not a suffix.</summary>
-    public static ulong SuffixMultiplier(char suffix) => char.ToLowerInvariant(suffix) switch
+    private static ulong SuffixMultiplier(char suffix) => char.ToLowerInvariant(suffix) switch
     {
         'b' => 1,
         'k' => 1UL << 10,

@@ -18,74 +18,87 @@ namespace Qed.Cli.Commands;
 /// </remarks>
 internal static class BenchCommand
 {
-    private const string SuffixHelp = "You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.";
+    private static readonly CliOption<int> s_count = new('c', null, "COUNT", "requests to send (default 75000)",
+        v => ParseCount(v, "Invalid request count specified"));
 
-    private static readonly GetOpt s_options = new("hc:d:f:ni:o:qs:S:t:wU",
-        new LongOption("help", false, "h"),
-        new LongOption("flush-interval", true),
-        new LongOption("pattern", true),
-        new LongOption("no-drain", false),
-        new LongOption("force-share", false, "U"),
-        ImageOpener.L2CacheSizeOption);
+    private static readonly CliOption<int> s_depth = new('d', null, "DEPTH", "requests in flight (default 64)",
+        v => ParseCount(v, "Invalid queue depth specified") is > 0 and int depth ? depth : throw new CliException("Invalid queue depth specified"));
+
+    private static readonly CliOption<int> s_flushInterval = new('\0', "flush-interval", "N",
+        "with -w, flush whenever the requests left are a multiple of N (N >= DEPTH)", v => ParseCount(v, "Invalid flush interval specified"));
+
+    private static readonly CliOption<bool> s_aio = new('i', null, "AIO", "the AIO mode: threads, native or io_uring (accepted for compatibility)", v => v switch
+    {
+        // threads adds nothing, as in qemu-img: a -n given before it still asks for native AIO.
+        "native" => true,
+        "threads" or "io_uring" => false,
+        _ => throw new CliException($"Invalid aio option: {v}"),
+    });
+
+    private static readonly CliFlag s_nativeAio = new('n', null, "native AIO (accepted for compatibility)");
+    private static readonly CliFlag s_noDrain = new('\0', "no-drain", "do not wait for the requests in flight before a flush");
+    private static readonly CliOption<long> s_offset = new('o', null, "OFFSET", "offset of the first request (default 0)", v => SizeParser.ParseArgument(v, "offset"));
+
+    private static readonly CliOption<byte> s_pattern = new('\0', "pattern", "BYTE", "the byte writes are filled with (default 0)",
+        v => CNumber.TryParseUnsigned(v, byte.MaxValue, out ulong pattern) ? (byte)pattern : throw new CliException("Invalid pattern byte specified"));
+
+    private static readonly CliOption<int> s_size = new('s', null, "SIZE", "bytes per request (default 4096)",
+        v => (int)SizeParser.ParseArgument(v, "buffer size", int.MaxValue));
+
+    private static readonly CliOption<int> s_step = new('S', null, "STEP", "distance between consecutive requests (default SIZE)",
+        v => (int)SizeParser.ParseArgument(v, "step_size", int.MaxValue));
+
+    private static readonly CliOption<string> s_cache = CommonOptions.CacheMode('t', null,
+        "the cache mode (accepted for compatibility; qed uses the page cache)", _ => "Invalid cache mode", checkLater: false);
+
+    private static readonly CliFlag s_write = new('w', null, "write instead of read");
+
+    /// <summary>The options of <c>qed bench</c>.</summary>
+    public static OptionTable Options { get; } = new("bench", "FILE",
+        """
+        Send COUNT (default 75000) sequential read requests, or writes with -w, of
+        SIZE bytes (default 4096), DEPTH (default 64) in flight, the first at OFFSET,
+        each next one STEP bytes further (default SIZE), wrapping at the image size.
+        Writes are filled with BYTE (default 0). With --flush-interval a flush is
+        sent whenever the requests left are a multiple of N (N >= DEPTH), after the
+        requests in flight completed unless --no-drain. Prints the time taken and
+        the L2 cache hits, misses and evictions of the run (not with -q).
+        -t, -i and -n are accepted for compatibility: qed has no O_DIRECT and
+        always reads and writes through the host page cache.
+        """,
+        CommonOptions.Help, s_count, s_depth, CommonOptions.FormatLetter, s_flushInterval, s_noDrain, s_aio, s_nativeAio, s_offset,
+        s_pattern, CommonOptions.Quiet, s_size, s_step, s_cache, s_write, CommonOptions.ForceShare, CommonOptions.L2CacheSize);
 
     /// <summary>Runs the command.</summary>
     public static int Run(IReadOnlyList<string> args, CommandContext context)
     {
-        var parsed = s_options.Parse(args);
-        var settings = new BenchSettings();
-        string? format = null;
-        string cache = "writeback";
-        bool nativeAio = false;
-        bool quiet = false;
-        bool forceShare = false;
-        int? step = null;
-        long? l2CacheSize = null;
-        foreach (var option in parsed.Options)
+        var parsed = Options.Parse(args);
+        if (parsed.HelpRequested)
         {
-            string value = option.Value ?? "";
-            switch (option.Key)
-            {
-                case "c": settings = settings with { Count = ParseCount(value, "Invalid request count specified") }; break;
-                case "d":
-                    int depth = ParseCount(value, "Invalid queue depth specified");
-                    settings = settings with { Depth = depth > 0 ? depth : throw new CliException("Invalid queue depth specified") };
-                    break;
-                case "f": format = value; break;
-                case "n": nativeAio = true; break;
-                case "i":
-                    // threads adds nothing, as in qemu-img: a -n given before it still asks for native AIO.
-                    nativeAio |= value switch
-                    {
-                        "native" => true,
-                        "threads" or "io_uring" => false,
-                        _ => throw new CliException($"Invalid aio option: {value}"),
-                    };
-                    break;
-                case "o": settings = settings with { Offset = ParseSize(value, "offset", long.MaxValue) }; break;
-                case "q": quiet = true; break;
-                case "s": settings = settings with { Size = (int)ParseSize(value, "buffer size", int.MaxValue) }; break;
-                case "S": step = (int)ParseSize(value, "step_size", int.MaxValue); break;
-                case "t":
-                    cache = ImageOpener.IsValidCacheMode(value) ? value : throw new CliException("Invalid cache mode");
-                    break;
-                case "w": settings = settings with { Write = true }; break;
-                case "U": forceShare = true; break;
-                case "flush-interval": settings = settings with { FlushInterval = ParseCount(value, "Invalid flush interval specified") }; break;
-                case "no-drain": settings = settings with { DrainOnFlush = false }; break;
-                case "pattern":
-                    settings = settings with
-                    {
-                        Pattern = UnsignedParser.TryParse(value, byte.MaxValue, out ulong pattern) ? (byte)pattern : throw new CliException("Invalid pattern byte specified"),
-                    };
-                    break;
-                case "l2-cache-size": l2CacheSize = ImageOpener.ParseL2CacheSize(value); break;
-                case "h":
-                    HelpText.Write(context.Out);
-                    return 0;
-            }
+            return HelpText.WriteCommand(context.Out, Options);
         }
+        var defaults = new BenchSettings();
+        int size = parsed.Get(s_size, defaults.Size);
         // A step of 0 means "not given": consecutive requests are adjacent.
-        settings = settings with { Step = step is > 0 ? step.Value : settings.Size };
+        int step = parsed.Get(s_step, 0);
+        var settings = defaults with
+        {
+            Count = parsed.Get(s_count, defaults.Count),
+            Depth = parsed.Get(s_depth, defaults.Depth),
+            Offset = parsed.Get(s_offset, defaults.Offset),
+            Size = size,
+            Step = step > 0 ? step : size,
+            Write = parsed.Has(s_write),
+            Pattern = parsed.Get(s_pattern, defaults.Pattern),
+            FlushInterval = parsed.Get(s_flushInterval, defaults.FlushInterval),
+            DrainOnFlush = !parsed.Has(s_noDrain),
+        };
+        string? format = parsed.Get(CommonOptions.FormatLetter);
+        string cache = parsed.Get(s_cache, "writeback");
+        bool nativeAio = parsed.Has(s_nativeAio) || parsed.All(s_aio).Contains(true);
+        bool quiet = parsed.Has(CommonOptions.Quiet);
+        bool forceShare = parsed.Has(CommonOptions.ForceShare);
+        long? l2CacheSize = parsed.GetValue(CommonOptions.L2CacheSize);
         string fileName = parsed.SingleImage();
         if (settings.FlushInterval != 0 && !settings.Write)
         {
@@ -101,7 +114,7 @@ internal static class BenchCommand
         }
 
         using var device = ImageOpener.Open(fileName, format, readOnly: !settings.Write, l2CacheSize: l2CacheSize, forceShare: forceShare);
-        if (nativeAio && !ImageOpener.IsDirectCacheMode(cache))
+        if (nativeAio && !CacheModes.IsDirect(cache))
         {
             throw new CliException($"Could not open '{fileName}': aio=native was specified, but it requires cache.direct=on, which was not specified.");
         }
@@ -129,17 +142,5 @@ internal static class BenchCommand
 
     /// <summary>A count option: a C number (decimal, 0x hex or 0 octal) from 0 to <see cref="int.MaxValue"/>.</summary>
     private static int ParseCount(string text, string error) =>
-        UnsignedParser.TryParse(text, int.MaxValue, out ulong value) ? (int)value : throw new CliException(error);
-
-    /// <summary>A size option in qemu-img's size syntax, worded as qemu-img words its size errors.</summary>
-    private static long ParseSize(string text, string name, long maximum)
-    {
-        if (SizeParser.TryParse(text, out long value, out var error) && value <= maximum)
-        {
-            return value;
-        }
-        throw new CliException(error == SizeParseError.Invalid
-            ? $"Invalid {name} specified. {SuffixHelp}"
-            : $"Invalid {name} specified. Must be between 0 and {maximum}.");
-    }
+        CNumber.TryParseUnsigned(text, int.MaxValue, out ulong value) ? (int)value : throw new CliException(error);
 }

@@ -9,7 +9,7 @@ using Qed.IO;
 namespace Qed.Cli.Commands;
 
 /// <summary>
-/// <c>qed convert [-f FMT] [-O qed|raw] [-o OPTIONS] [-p] [-q] [-U] [--l2-cache-size=SIZE] SOURCE DESTINATION</c>: writes the disk SOURCE shows
+/// <c>qed convert [-f FMT] [-O qed|raw] [-o OPTIONS] [-p] [-q] [-T CACHE] [-t CACHE] [-U] [--l2-cache-size=SIZE] SOURCE DESTINATION</c>: writes the disk SOURCE shows
 /// (its backing chain merged in) to a new standalone image, leaving zero areas unallocated (QED) or as holes (raw).
 /// </summary>
 /// <remarks>
@@ -24,38 +24,39 @@ internal static class ConvertCommand
     private const int RawGranule = 4096;
     private const long DefaultL2CacheSize = 1024 * 1024;
 
-    private static readonly GetOpt s_options = new("f:O:o:pqhU",
-        new LongOption("help", false, "h"),
-        new LongOption("force-share", false, "U"),
-        ImageOpener.L2CacheSizeOption);
+    private static readonly CliOption<string> s_outputFormat = new('O', null, "qed|raw", "the format to write (default raw)", v => v);
+    private static readonly CliFlag s_progress = new('p', null, "show progress");
+
+    // Both cache modes are checked once the operands are known, as qemu-img does; qed accepts them and uses the page cache.
+    private static readonly CliOption<string> s_cache = CommonOptions.CacheMode('t', null,
+        "the destination cache mode (accepted for compatibility)", mode => $"Invalid cache option: {mode}", checkLater: true);
+    private static readonly CliOption<string> s_sourceCache = CommonOptions.CacheMode('T', null,
+        "the source cache mode (accepted for compatibility)", mode => $"Invalid source cache option: {mode}", checkLater: true);
+
+    /// <summary>The options of <c>qed convert</c>.</summary>
+    public static OptionTable Options { get; } = new("convert", "SOURCE DESTINATION",
+        """
+        Copy the disk seen through SOURCE and its backing chain into a new,
+        standalone, sparse image.
+        """,
+        CommonOptions.Help, CommonOptions.FormatLetter, s_outputFormat, CreateCommand.ImageOptions, s_progress, CommonOptions.Quiet,
+        s_sourceCache, s_cache, CommonOptions.ForceShare, CommonOptions.L2CacheSize);
 
     /// <summary>Runs the command.</summary>
     public static int Run(IReadOnlyList<string> args, CommandContext context)
     {
-        var parsed = s_options.Parse(args);
-        string? sourceFormat = null;
-        string outputFormat = ImageFormats.Raw.Name;
-        bool progress = false;
-        bool quiet = false;
-        bool forceShare = false;
-        long? l2CacheSize = null;
-        var optionArguments = new List<string>();
-        foreach (var option in parsed.Options)
+        var parsed = Options.Parse(args);
+        if (parsed.HelpRequested)
         {
-            switch (option.Key)
-            {
-                case "f": sourceFormat = option.Value; break;
-                case "O": outputFormat = option.Value!; break;
-                case "o": optionArguments.Add(option.Value!); break;
-                case "p": progress = true; break;
-                case "q": quiet = true; break;
-                case "U": forceShare = true; break;
-                case "l2-cache-size": l2CacheSize = ImageOpener.ParseL2CacheSize(option.Value!); break;
-                case "h":
-                    HelpText.Write(context.Out);
-                    return 0;
-            }
+            return HelpText.WriteCommand(context.Out, Options);
         }
+        string? sourceFormat = parsed.Get(CommonOptions.FormatLetter);
+        string outputFormat = parsed.Get(s_outputFormat, ImageFormats.Raw.Name);
+        bool progress = parsed.Has(s_progress);
+        bool quiet = parsed.Has(CommonOptions.Quiet);
+        bool forceShare = parsed.Has(CommonOptions.ForceShare);
+        long? l2CacheSize = parsed.GetValue(CommonOptions.L2CacheSize);
+        var optionArguments = parsed.All(CreateCommand.ImageOptions);
 
         // Convert walks the source and writes the target in disk order, so each table slice is needed only for a moment: a
         // small cache does as well as a large one and keeps the memory of a scattered copy low.
@@ -75,6 +76,7 @@ internal static class ConvertCommand
         {
             throw new UsageException($"Unexpected argument: {parsed.Positionals[2]} (qed converts one source image)");
         }
+        parsed.CheckLater();
         string sourceName = parsed.Positionals[0];
         string targetName = parsed.Positionals[1];
         var parameters = CreateParameters.FromOptions(format, optionList, targetName);

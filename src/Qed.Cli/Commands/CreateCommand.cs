@@ -17,33 +17,38 @@ namespace Qed.Cli.Commands;
 /// </remarks>
 internal static class CreateCommand
 {
-    private static readonly GetOpt s_options = new("F:b:f:ho:qu", new LongOption("help", false, "h"));
+    private static readonly CliOption<string> s_format = new('f', null, "qed|raw", "the format to create (default raw)", v => v);
+    private static readonly CliOption<string> s_backing = new('b', null, "BACKING", "the backing file (qed only), stored as given; relative names are relative to FILE's directory", v => v);
+    private static readonly CliOption<string> s_backingFormat = new('F', null, "BACKING_FMT", "the backing file's format (required with -b)", v => v);
+    private static readonly CliFlag s_unsafe = new('u', null, "do not open the backing file (SIZE is then required)");
+
+    /// <summary><c>-o</c> of create and convert: <c>key=value,...</c>, repeatable; <c>-o help</c> lists the keys.</summary>
+    internal static CliOption<string> ImageOptions { get; } = new('o', null, "OPTIONS",
+        "format options, key=value,... (qed: size, cluster_size, table_size, backing_file, backing_fmt; raw: size); -o help lists them",
+        v => v) { Repeats = true };
+
+    /// <summary>The options of <c>qed create</c>.</summary>
+    public static OptionTable Options { get; } = new("create", "FILE [SIZE]",
+        """
+        Create a new image. SIZE takes k, M, G, T, P or E suffixes (powers of 1024);
+        without SIZE the size of the backing file is used.
+        """,
+        CommonOptions.Help, s_format, ImageOptions, s_backing, s_backingFormat, s_unsafe, CommonOptions.Quiet);
 
     /// <summary>Runs the command.</summary>
     public static int Run(IReadOnlyList<string> args, CommandContext context)
     {
-        var parsed = s_options.Parse(args);
-        string formatName = ImageFormats.Raw.Name;
-        string? backingFile = null;
-        string? backingFormat = null;
-        bool quiet = false;
-        bool unsafeBacking = false;
-        var optionArguments = new List<string>();
-        foreach (var option in parsed.Options)
+        var parsed = Options.Parse(args);
+        if (parsed.HelpRequested)
         {
-            switch (option.Key)
-            {
-                case "f": formatName = option.Value!; break;
-                case "b": backingFile = option.Value!; break;
-                case "F": backingFormat = option.Value!; break;
-                case "o": optionArguments.Add(option.Value!); break;
-                case "q": quiet = true; break;
-                case "u": unsafeBacking = true; break;
-                case "h":
-                    HelpText.Write(context.Out);
-                    return 0;
-            }
+            return HelpText.WriteCommand(context.Out, Options);
         }
+        string formatName = parsed.Get(s_format, ImageFormats.Raw.Name);
+        string? backingFile = parsed.Get(s_backing);
+        string? backingFormat = parsed.Get(s_backingFormat);
+        bool quiet = parsed.Has(CommonOptions.Quiet);
+        bool unsafeBacking = parsed.Has(s_unsafe);
+        var optionArguments = parsed.All(ImageOptions);
 
         var optionList = ImageOptionList.Parse(optionArguments);
         if (optionList.IsHelpRequest)
@@ -58,7 +63,7 @@ internal static class CreateCommand
             throw new UsageException("Expecting image file name");
         }
         string fileName = positionals[0];
-        long? sizeArgument = positionals.Count > 1 ? SizeArgument.Parse(positionals[1]) : null;
+        long? sizeArgument = positionals.Count > 1 ? SizeParser.ParseArgument(positionals[1], "image size") : null;
         if (positionals.Count > 2)
         {
             throw new UsageException($"Unexpected argument: {positionals[2]}");
@@ -112,7 +117,8 @@ internal static class CreateCommand
         {
             if (!existed)
             {
-                DeletePartialFile(fileName);
+                // Nothing half-written stays behind.
+                FileCleanup.DeleteQuietly(fileName);
             }
             throw new CliException($"{fileName}: {Program.Describe(e)}", e);
         }
@@ -155,22 +161,6 @@ internal static class CreateCommand
         catch (CliException e)
         {
             throw new CliException($"{fileName}: {e.Message}");
-        }
-    }
-
-    /// <summary>Removes what a failed creation left, so no half-written image remains.</summary>
-    private static void DeletePartialFile(string fileName)
-    {
-        try
-        {
-            if (File.Exists(fileName))
-            {
-                File.Delete(fileName);
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // The creation error is the one worth reporting.
         }
     }
 }

@@ -114,7 +114,11 @@ internal sealed class CreateParameters
         Settings = new Dictionary<string, long>(_settings, StringComparer.Ordinal),
     };
 
+    /// <summary>A size in <c>-o</c>, with the messages of QEMU's option parser (which differ from qemu-img's own size options).</summary>
     private static long ParseSizeValue(string key, string value, string fileName) =>
-        SizeParser.ParseOrNull(value)
-        ?? throw new CliException($"{fileName}: Parameter '{key}' expects a non-negative number below 2^64");
+        SizeParser.TryParse(value, out long size, out var error)
+            ? size
+            : throw new CliException(error == SizeParseError.TooLarge
+                ? $"{fileName}: Value '{value}' is out of range for parameter '{key}'"
+                : $"{fileName}: Parameter '{key}' expects a non-negative number below 2^64");
 }

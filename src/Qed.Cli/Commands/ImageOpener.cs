@@ -8,22 +8,6 @@ namespace Qed.Cli.Commands;
 /// <summary>Opens images for the commands and words open failures as qemu-img does (<c>Could not open 'FILE': reason</c>).</summary>
 internal static class ImageOpener
 {
-    /// <summary>The <c>--l2-cache-size=SIZE</c> option every command that opens an image accepts.</summary>
-    public static LongOption L2CacheSizeOption { get; } = new("l2-cache-size", true);
-
-    /// <summary>Parses the value of <c>--l2-cache-size</c> (qemu-img size syntax: <c>512k</c>, <c>64M</c>, ...).</summary>
-    /// <exception cref="CliException">Not a size, or beyond the signed 64-bit range; worded as qemu-img words its size options.</exception>
-    public static long ParseL2CacheSize(string text)
-    {
-        if (SizeParser.TryParse(text, out long size, out var error))
-        {
-            return size;
-        }
-        throw new CliException(error == SizeParseError.TooLarge
-            ? $"Invalid L2 cache size specified. Must be between 0 and {long.MaxValue}."
-            : "Invalid L2 cache size specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
-    }
-
     /// <summary>qemu-img's refusal of <c>-U</c> for a writable open (after <c>Could not open 'FILE': </c> or qemu-io's <c>can't open device FILE: </c>).</summary>
     public const string ForceShareNeedsReadOnly = "force-share=on can only be used with read-only images";
 
@@ -81,15 +65,6 @@ internal static class ImageOpener
     /// <summary>The size qemu shows for a device, as its format describes it (raw files are rounded up to whole sectors: a 6-byte file is a 512-byte disk).</summary>
     public static long VirtualSize(BlockDevice device) =>
         ImageFormats.Of(device).Describe(device).VirtualSize;
-
-    /// <summary>
-    /// True for the cache modes qemu accepts (<c>-t</c>/<c>-T</c>): none (or off), writeback, writethrough, directsync, unsafe.
-    /// qed accepts them for compatibility; it always goes through the host page cache (no O_DIRECT).
-    /// </summary>
-    public static bool IsValidCacheMode(string mode) => mode is "none" or "off" or "writeback" or "writethrough" or "directsync" or "unsafe";
-
-    /// <summary>True for the cache modes that bypass the host page cache in qemu (what aio=native requires).</summary>
-    public static bool IsDirectCacheMode(string mode) => mode is "none" or "off" or "directsync";
 
     /// <summary>The format <c>-f</c> or <c>-O</c> names for a new image; names the library cannot create are refused with qemu-img's wording.</summary>
     public static ImageFormat CreatableFormat(string name, string? filePrefix = null) =>

@@ -15,38 +15,28 @@ namespace Qed.Cli.Commands;
 /// </remarks>
 internal static class InfoCommand
 {
-    private static readonly GetOpt s_options = new("f:hU",
-        new LongOption("help", false, "h"),
-        new LongOption("output", true),
-        new LongOption("backing-chain", false),
-        new LongOption("force-share", false, "U"),
-        ImageOpener.L2CacheSizeOption);
+    private static readonly CliFlag s_backingChain = new('\0', "backing-chain", "describe every image of the backing chain, not only the top one");
+
+    /// <summary>The options of <c>qed info</c>.</summary>
+    public static OptionTable Options { get; } = new("info", "FILE",
+        "Show the format, sizes and backing file of an image (read-only).",
+        CommonOptions.Help, CommonOptions.Format, CommonOptions.Output, s_backingChain, CommonOptions.ForceShare, CommonOptions.L2CacheSize);
 
     /// <summary>Runs the command.</summary>
     public static int Run(IReadOnlyList<string> args, CommandContext context)
     {
-        var parsed = s_options.Parse(args);
-        string? format = null;
-        string output = "human";
-        bool backingChain = false;
-        bool forceShare = false;
-        long? l2CacheSize = null;
-        foreach (var option in parsed.Options)
+        var parsed = Options.Parse(args);
+        if (parsed.HelpRequested)
         {
-            switch (option.Key)
-            {
-                case "f": format = option.Value; break;
-                case "output": output = option.Value!; break;
-                case "backing-chain": backingChain = true; break;
-                case "U": forceShare = true; break;
-                case "l2-cache-size": l2CacheSize = ImageOpener.ParseL2CacheSize(option.Value!); break;
-                case "h":
-                    HelpText.Write(context.Out);
-                    return 0;
-            }
+            return HelpText.WriteCommand(context.Out, Options);
         }
+        string? format = parsed.Get(CommonOptions.Format);
+        string output = parsed.Get(CommonOptions.Output, "human");
+        bool backingChain = parsed.Has(s_backingChain);
+        bool forceShare = parsed.Has(CommonOptions.ForceShare);
+        long? l2CacheSize = parsed.GetValue(CommonOptions.L2CacheSize);
         string fileName = parsed.SingleImage();
-        ParsedArguments.CheckOutputFormat(output);
+        parsed.CheckLater();
 
         // The whole chain is opened first (as qemu-img does): a broken chain prints nothing but the error.
         // Only metadata is read, so, like qemu-img info, no "consistent read" lock is taken: a QED image (whose driver

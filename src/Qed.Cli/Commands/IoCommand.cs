@@ -4,7 +4,7 @@ using Qed.Cli.Commands.Io;
 namespace Qed.Cli.Commands;
 
 /// <summary>
-/// <c>qed io [-f FMT] [-r] [-U] [--l2-cache-size=SIZE] -c CMD [-c CMD ...] FILE</c>: a subset of qemu-io (<c>read</c>, <c>write</c>,
+/// <c>qed io [-f FMT] [-r] [-t CACHE] [-n] [-U] [--l2-cache-size=SIZE] -c CMD [-c CMD ...] FILE</c>: a subset of qemu-io (<c>read</c>, <c>write</c>,
 /// <c>flush</c>, <c>sleep</c>) with qemu-io's output. Commands run in order; the exit status is 1 when any of them failed.
 /// </summary>
 /// <remarks>
@@ -13,46 +13,38 @@ namespace Qed.Cli.Commands;
 /// </remarks>
 internal static class IoCommand
 {
-    private static readonly GetOpt s_options = new("c:f:rt:nUh",
-        new LongOption("cmd", true, "c"),
-        new LongOption("format", true, "f"),
-        new LongOption("read-only", false, "r"),
-        new LongOption("cache", true, "t"),
-        new LongOption("nocache", false, "n"),
-        new LongOption("force-share", false, "U"),
-        new LongOption("help", false, "h"),
-        ImageOpener.L2CacheSizeOption);
+    private static readonly CliOption<string> s_command = new('c', "cmd", "COMMAND", "a command to run (read, write, flush, sleep); repeat for more", v => v)
+    {
+        Required = true,
+        Repeats = true,
+    };
+
+    private static readonly CliFlag s_readOnly = new('r', "read-only", "open the image read-only");
+
+    // qemu-io checks the mode as soon as it meets -t.
+    private static readonly CliOption<string> s_cache = CommonOptions.CacheMode('t', "cache",
+        "the cache mode (accepted for compatibility; qed uses the page cache)", mode => $"Invalid cache option: {mode}", checkLater: false);
+
+    private static readonly CliFlag s_noCache = new('n', "nocache", "short for -t none (accepted for compatibility)");
+
+    /// <summary>The options of <c>qed io</c>.</summary>
+    public static OptionTable Options { get; } = new("io", "FILE",
+        "Run qemu-io style commands on an image (writable unless -r):\n" + string.Join('\n', IoSession.Subcommands.Select(c => $"  {c.Usage}")),
+        CommonOptions.Help, s_command, CommonOptions.Format, s_readOnly, s_cache, s_noCache, CommonOptions.ForceShare, CommonOptions.L2CacheSize);
 
     /// <summary>Runs the command.</summary>
     public static int Run(IReadOnlyList<string> args, CommandContext context)
     {
-        var parsed = s_options.Parse(args);
-        string? format = null;
-        bool readOnly = false;
-        bool forceShare = false;
-        long? l2CacheSize = null;
-        var commands = new List<string>();
-        foreach (var option in parsed.Options)
+        var parsed = Options.Parse(args);
+        if (parsed.HelpRequested)
         {
-            switch (option.Key)
-            {
-                case "c": commands.Add(option.Value!); break;
-                case "f": format = option.Value; break;
-                case "r": readOnly = true; break;
-                case "U": forceShare = true; break;
-                case "l2-cache-size": l2CacheSize = ImageOpener.ParseL2CacheSize(option.Value!); break;
-                case "t":
-                    // Cache modes change how often qemu flushes, not what is read or written; qed accepts them for compatibility.
-                    if (option.Value is not ("none" or "writeback" or "writethrough" or "directsync" or "unsafe"))
-                    {
-                        throw new CliException($"Invalid cache mode '{option.Value}'");
-                    }
-                    break;
-                case "h":
-                    HelpText.Write(context.Out);
-                    return 0;
-            }
+            return HelpText.WriteCommand(context.Out, Options);
         }
+        string? format = parsed.Get(CommonOptions.Format);
+        bool readOnly = parsed.Has(s_readOnly);
+        bool forceShare = parsed.Has(CommonOptions.ForceShare);
+        long? l2CacheSize = parsed.GetValue(CommonOptions.L2CacheSize);
+        var commands = parsed.All(s_command);
         string fileName = parsed.SingleImage();
         if (commands.Count == 0)
         {

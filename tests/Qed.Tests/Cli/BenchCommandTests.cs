@@ -485,38 +485,4 @@ public partial class BenchCommandTests : IDisposable
             Assert.Equal(0, device.StartedDuringFlush);
         }
     }
-
-    // ---- number parsing ----
-
-    [Theory]
-    [InlineData("0", 0UL)]
-    [InlineData("75000", 75000UL)]
-    [InlineData("0x10", 16UL)]
-    [InlineData("0X1f", 31UL)]
-    [InlineData("010", 8UL)]
-    [InlineData(" 5", 5UL)]
-    [InlineData("+7", 7UL)]
-    [InlineData("-0", 0UL)]
-    [InlineData("2147483647", 2147483647UL)]
-    public void Counts_parse_as_strtoul_does(string text, ulong expected)
-    {
-        Assert.True(UnsignedParser.TryParse(text, int.MaxValue, out ulong value));
-        Assert.Equal(expected, value);
-    }
-
-    [Theory]
-    [InlineData("")]
-    [InlineData(" ")]
-    [InlineData("x")]
-    [InlineData("1k")]
-    [InlineData("5 ")]
-    [InlineData("08")]
-    [InlineData("0x")]
-    [InlineData("-1")]
-    [InlineData("2147483648")]
-    [InlineData("99999999999999999999999")]
-    public void Bad_counts_are_refused(string text)
-    {
-        Assert.False(UnsignedParser.TryParse(text, int.MaxValue, out _));
-    }
 }

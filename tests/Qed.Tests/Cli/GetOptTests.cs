@@ -11,7 +11,7 @@ public class GetOptTests
         new LongOption("backing-file", true, "b"),
         new LongOption("help", false, "h"));
 
-    private static string Describe(ParsedArguments parsed) =>
+    private static string Describe(GetOptResult parsed) =>
         string.Join(" ", parsed.Options.Select(o => o.Value is null ? o.Key : $"{o.Key}={o.Value}")) + " | " + string.Join(" ", parsed.Positionals);
 
     [Theory]
@@ -63,5 +63,35 @@ public class GetOptTests
         var missing = QedCli.Run("create", "x", "-f");
         Assert.Equal(1, missing.ExitCode);
         Assert.Equal("qed: missing argument for option '-f'\nTry 'qed --help' for more information\n", missing.StdErr);
+    }
+
+    private static readonly CliOption<int> s_count = new('c', "count", "N", "a count",
+        v => int.TryParse(v, System.Globalization.CultureInfo.InvariantCulture, out int n) ? n : throw new Qed.Cli.CliException($"bad count {v}"));
+
+    private static readonly OptionTable s_table = new("t", "FILE", "a test command", CommonOptions.Help, s_count, CommonOptions.Quiet);
+
+    [Fact]
+    public void Values_are_read_in_command_line_order_as_glibc_getopt_meets_them()
+    {
+        // The bad value comes first, so it is reported, not the unknown option after it (qemu-img's getopt loop does the same).
+        var bad = Assert.Throws<Qed.Cli.CliException>(() => s_table.Parse(["-c", "x", "-z"]));
+        Assert.Equal("bad count x", bad.Message);
+        Assert.Throws<GetOptException>(() => s_table.Parse(["-z", "-c", "x"]));
+
+        var parsed = s_table.Parse(["a", "-qc1", "--cou=2", "--", "-q"]);
+        Assert.Equal(2, parsed.Get(s_count, 0));
+        Assert.Equal([1, 2], parsed.All(s_count));
+        Assert.True(parsed.Has(CommonOptions.Quiet));
+        Assert.Equal(["a", "-q"], parsed.Positionals);
+    }
+
+    [Fact]
+    public void Help_stops_parsing_where_it_is_met()
+    {
+        var parsed = s_table.Parse(["-q", "--help", "--nope", "-c", "x"]);
+        Assert.True(parsed.HelpRequested);
+        Assert.True(parsed.Has(CommonOptions.Quiet));
+        Assert.False(parsed.Has(s_count));
+        Assert.Throws<GetOptException>(() => s_table.Parse(["--nope", "-h"]));
     }
 }

@@ -145,14 +145,7 @@ internal sealed class ConvertDestination : IDisposable
         _existing = null;
         if (!_committed && !InPlace)
         {
-            try
-            {
-                File.Delete(WritePath);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                // The failure that got us here is the one worth reporting.
-            }
+            FileCleanup.DeleteQuietly(WritePath);
         }
     }
 

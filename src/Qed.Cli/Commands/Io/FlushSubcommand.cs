@@ -1,3 +1,5 @@
+using Qed.Cli.CommandLine;
+
 namespace Qed.Cli.Commands.Io;
 
 /// <summary><c>flush</c>: makes every completed write durable.</summary>
@@ -13,7 +15,7 @@ internal sealed class FlushSubcommand : IoSubcommand
     public override int MaxArguments => 0;
 
     /// <inheritdoc />
-    public override string Usage => "flush -- flush all in-core file state to disk";
+    public override OptionTable Options { get; } = new("flush", "", "flush all in-core file state to disk");
 
     /// <inheritdoc />
     public override bool Writes => false;

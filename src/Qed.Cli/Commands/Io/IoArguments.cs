@@ -41,57 +41,19 @@ internal static class IoArguments
         return (int)length.Value;
     }
 
-    /// <summary>Parses a pattern byte as C's <c>strtol(text, &amp;end, 0)</c> would (decimal, <c>0x</c> hex or <c>0</c> octal), whole string, 0 to 255.</summary>
-    public static byte? ParsePattern(string text, TextWriter output)
-    {
-        if (TryParseCInteger(text, out long value) && value is >= 0 and <= 255)
-        {
-            return (byte)value;
-        }
-        output.WriteLine($"{text} is not a valid pattern byte");
-        return null;
-    }
+    /// <summary>Reads a pattern byte as qemu-io does, with C's <c>strtol(text, &amp;end, 0)</c> (decimal, <c>0x</c> hex or <c>0</c> octal), whole string, 0 to 255.</summary>
+    /// <exception cref="CliException">Not a pattern byte; qemu-io's message, which it prints on stdout.</exception>
+    public static byte ReadPattern(string text) =>
+        CNumber.TryParseSigned(text, 0, byte.MaxValue, out long value) ? (byte)value : throw new CliException($"{text} is not a valid pattern byte");
 
     /// <summary>Parses <c>sleep</c>'s milliseconds as qemu-io does (<c>strtol(text, &amp;end, 0)</c>, whole string, not negative); larger than <see cref="int.MaxValue"/> is refused.</summary>
     public static int? ParseMilliseconds(string text, TextWriter output)
     {
-        if (TryParseCInteger(text, out long value) && value is >= 0 and <= int.MaxValue)
+        if (CNumber.TryParseSigned(text, 0, int.MaxValue, out long value))
         {
             return (int)value;
         }
         output.WriteLine($"{text} is not a valid number");
         return null;
-    }
-
-    private static bool TryParseCInteger(string text, out long value)
-    {
-        value = 0;
-        int i = 0;
-        int radix = CNumberPrefix.Scan(text, ref i, out bool negative);
-        int start = i;
-        while (i < text.Length)
-        {
-            int digit = CNumberPrefix.DigitValue(text[i]);
-            if (digit < 0 || digit >= radix)
-            {
-                break;
-            }
-            // Anything this long is out of the byte range anyway; stop before overflowing.
-            if (value > int.MaxValue)
-            {
-                return false;
-            }
-            value = value * radix + digit;
-            i++;
-        }
-        if (i == start || i != text.Length)
-        {
-            return false;
-        }
-        if (negative)
-        {
-            value = -value;
-        }
-        return true;
     }
 }

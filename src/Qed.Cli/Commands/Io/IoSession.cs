@@ -59,12 +59,18 @@ internal sealed class IoSession
         return command.Run(this, arguments);
     }
 
-    /// <summary>Parses a command's options with getopt, printing glibc's complaint and the usage on failure; null when it failed.</summary>
-    public ParsedArguments? ParseOptions(IoSubcommand command, GetOpt options, IReadOnlyList<string> arguments)
+    /// <summary>The commands <c>-c</c> runs, in the order help lists them.</summary>
+    public static IReadOnlyList<IoSubcommand> Subcommands => s_subcommands;
+
+    /// <summary>
+    /// Parses a command's options with its table; on a getopt mistake prints glibc's complaint and the usage, on a bad
+    /// value qemu-io's message (on stdout, as qemu-io prints it); null when either happened.
+    /// </summary>
+    public ParsedArguments? ParseOptions(IoSubcommand command, IReadOnlyList<string> arguments)
     {
         try
         {
-            return options.Parse(arguments);
+            return command.Options.Parse(arguments);
         }
         catch (GetOptException e)
         {
@@ -75,6 +81,11 @@ internal sealed class IoSession
                     : $"{command.Name}: invalid option -- '{letter}'"
                 : $"{command.Name}: unrecognized option '{e.Argument}'");
             PrintUsage(command);
+            return null;
+        }
+        catch (CliException e)
+        {
+            Out.WriteLine(e.Message);
             return null;
         }
     }

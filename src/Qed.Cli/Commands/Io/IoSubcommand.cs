@@ -1,3 +1,5 @@
+using Qed.Cli.CommandLine;
+
 namespace Qed.Cli.Commands.Io;
 
 /// <summary>One qemu-io command that <c>qed io -c</c> understands.</summary>
@@ -12,8 +14,31 @@ internal abstract class IoSubcommand
     /// <summary>Most arguments, or -1 for no limit.</summary>
     public abstract int MaxArguments { get; }
 
-    /// <summary>The one-line usage printed after a malformed call.</summary>
-    public abstract string Usage { get; }
+    /// <summary>The command's options, operands and one-line description.</summary>
+    public abstract OptionTable Options { get; }
+
+    /// <summary>
+    /// The one-line usage printed after a malformed call, in qemu-io's form and built from <see cref="Options"/>:
+    /// <c>read [-qv] [-P pattern] off len -- reads a number of bytes at a specified offset</c>.
+    /// </summary>
+    public string Usage
+    {
+        get
+        {
+            var parts = new List<string> { Options.Command };
+            string flags = string.Concat(Options.Options.Where(o => !o.TakesArgument).Select(o => o.Letter));
+            if (flags.Length > 0)
+            {
+                parts.Add($"[-{flags}]");
+            }
+            parts.AddRange(Options.Options.Where(o => o.TakesArgument).Select(o => $"[{o.Usage}]"));
+            if (Options.Operands.Length > 0)
+            {
+                parts.Add(Options.Operands);
+            }
+            return $"{string.Join(' ', parts)} -- {Options.Description}";
+        }
+    }
 
     /// <summary>True when the command needs write access.</summary>
     public abstract bool Writes { get; }

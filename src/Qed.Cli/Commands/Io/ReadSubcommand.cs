@@ -7,7 +7,9 @@ namespace Qed.Cli.Commands.Io;
 /// <summary><c>read [-qv] [-P pattern] off len</c>: reads, optionally checks every byte against a pattern and dumps the data.</summary>
 internal sealed class ReadSubcommand : IoSubcommand
 {
-    private static readonly GetOpt s_options = new("P:qv");
+    private static readonly CliOption<byte> s_pattern = new('P', null, "pattern", "check that every byte read is the pattern", IoArguments.ReadPattern);
+    private static readonly CliFlag s_quiet = new('q', null, "print nothing");
+    private static readonly CliFlag s_dump = new('v', null, "dump the data read");
 
     /// <inheritdoc />
     public override string Name => "read";
@@ -19,7 +21,7 @@ internal sealed class ReadSubcommand : IoSubcommand
     public override int MaxArguments => -1;
 
     /// <inheritdoc />
-    public override string Usage => "read [-qv] [-P pattern] off len -- reads a number of bytes at a specified offset";
+    public override OptionTable Options { get; } = new("read", "off len", "reads a number of bytes at a specified offset", s_quiet, s_dump, s_pattern);
 
     /// <inheritdoc />
     public override bool Writes => false;
@@ -27,29 +29,14 @@ internal sealed class ReadSubcommand : IoSubcommand
     /// <inheritdoc />
     public override bool Run(IoSession session, IReadOnlyList<string> arguments)
     {
-        var parsed = session.ParseOptions(this, s_options, arguments);
+        var parsed = session.ParseOptions(this, arguments);
         if (parsed is null)
         {
             return false;
         }
-        byte? pattern = null;
-        bool quiet = false;
-        bool dump = false;
-        foreach (var option in parsed.Options)
-        {
-            switch (option.Key)
-            {
-                case "P":
-                    pattern = IoArguments.ParsePattern(option.Value!, session.Out);
-                    if (pattern is null)
-                    {
-                        return false;
-                    }
-                    break;
-                case "q": quiet = true; break;
-                case "v": dump = true; break;
-            }
-        }
+        byte? pattern = parsed.GetValue(s_pattern);
+        bool quiet = parsed.Has(s_quiet);
+        bool dump = parsed.Has(s_dump);
         if (parsed.Positionals.Count != 2)
         {
             session.PrintUsage(this);

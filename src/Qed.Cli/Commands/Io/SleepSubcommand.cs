@@ -1,3 +1,5 @@
+using Qed.Cli.CommandLine;
+
 namespace Qed.Cli.Commands.Io;
 
 /// <summary><c>sleep MS</c>: waits, with the image open (and locked), as qemu-io's <c>sleep</c> does; scripts use it to hold an image.</summary>
@@ -13,7 +15,7 @@ internal sealed class SleepSubcommand : IoSubcommand
     public override int MaxArguments => 1;
 
     /// <inheritdoc />
-    public override string Usage => "sleep -- waits for the given value in milliseconds";
+    public override OptionTable Options { get; } = new("sleep", "", "waits for the given value in milliseconds");
 
     /// <inheritdoc />
     public override bool Writes => false;

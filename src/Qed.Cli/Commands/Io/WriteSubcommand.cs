@@ -6,7 +6,9 @@ namespace Qed.Cli.Commands.Io;
 /// <summary><c>write [-qz] [-P pattern] off len</c>: writes a pattern (0xcd by default) or zeroes.</summary>
 internal sealed class WriteSubcommand : IoSubcommand
 {
-    private static readonly GetOpt s_options = new("P:qz");
+    private static readonly CliOption<byte> s_pattern = new('P', null, "pattern", "the byte to write (default 0xcd)", IoArguments.ReadPattern);
+    private static readonly CliFlag s_quiet = new('q', null, "print nothing");
+    private static readonly CliFlag s_zeroes = new('z', null, "write zeroes");
 
     /// <inheritdoc />
     public override string Name => "write";
@@ -18,7 +20,7 @@ internal sealed class WriteSubcommand : IoSubcommand
     public override int MaxArguments => -1;
 
     /// <inheritdoc />
-    public override string Usage => "write [-qz] [-P pattern] off len -- writes a number of bytes at a specified offset";
+    public override OptionTable Options { get; } = new("write", "off len", "writes a number of bytes at a specified offset", s_quiet, s_zeroes, s_pattern);
 
     /// <inheritdoc />
     public override bool Writes => true;
@@ -26,29 +28,14 @@ internal sealed class WriteSubcommand : IoSubcommand
     /// <inheritdoc />
     public override bool Run(IoSession session, IReadOnlyList<string> arguments)
     {
-        var parsed = session.ParseOptions(this, s_options, arguments);
+        var parsed = session.ParseOptions(this, arguments);
         if (parsed is null)
         {
             return false;
         }
-        byte? pattern = null;
-        bool quiet = false;
-        bool zeroes = false;
-        foreach (var option in parsed.Options)
-        {
-            switch (option.Key)
-            {
-                case "P":
-                    pattern = IoArguments.ParsePattern(option.Value!, session.Out);
-                    if (pattern is null)
-                    {
-                        return false;
-                    }
-                    break;
-                case "q": quiet = true; break;
-                case "z": zeroes = true; break;
-            }
-        }
+        byte? pattern = parsed.GetValue(s_pattern);
+        bool quiet = parsed.Has(s_quiet);
+        bool zeroes = parsed.Has(s_zeroes);
         if (parsed.Positionals.Count != 2)
         {
             session.PrintUsage(this);
