@@ -15,14 +15,14 @@ public sealed class RawImage : BlockDevice
         _size = file.GetLength();
     }
 
-    /// <summary>Opens an existing raw file, with QEMU's locks for a raw image (see <see cref="QedOpenOptions.Locking"/>).</summary>
+    /// <summary>Opens an existing raw file, with QEMU's locks for a raw image (see <see cref="ImageOpenOptions.Locking"/>).</summary>
     /// <exception cref="QedLockException">Another process uses the file in a way this open excludes.</exception>
     public static RawImage Open(string path, bool readOnly = false)
     {
         var file = HandleFileAccessor.Open(path, readOnly);
         try
         {
-            file.Lock(ImageLockSet.ForOpen(ImageFormats.Raw, new QedOpenOptions { ReadOnly = readOnly }));
+            file.Lock(ImageLockSet.ForOpen(ImageFormats.Raw, new ImageOpenOptions { ReadOnly = readOnly }));
             return new RawImage(file);
         }
         catch
@@ -45,7 +45,7 @@ public sealed class RawImage : BlockDevice
         {
             file.SetLength(size);
             // From here the file is an open writable raw image: qemu-img's create locks give way to its open locks.
-            file.Lock(ImageLockSet.ForOpen(ImageFormats.Raw, new QedOpenOptions()));
+            file.Lock(ImageLockSet.ForOpen(ImageFormats.Raw, new ImageOpenOptions()));
             return new RawImage(file);
         }
         catch (Exception e)

@@ -18,7 +18,7 @@ internal sealed class RawFormat : ImageFormat
     public override string Name => "raw";
 
     /// <inheritdoc />
-    public override bool Recognizes(ReadOnlySpan<byte> head) => false;
+    internal override bool Recognizes(ReadOnlySpan<byte> head) => false;
 
     /// <inheritdoc />
     public override bool CanOpen => true;
@@ -42,7 +42,7 @@ internal sealed class RawFormat : ImageFormat
         return new ImageDescription { Format = Name, VirtualSize = rounded };
     }
 
-    internal override ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
+    internal override ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
         new(new Opening(new RawImage(file)));
 
     /// <inheritdoc />
