@@ -32,6 +32,8 @@ public sealed class LibraryLockTests : IDisposable
         var writer = await Assert.ThrowsAsync<QedLockException>(async () => await Open(new ImageOpenOptions(), useAsync));
         Assert.Equal("Failed to get \"write\" lock", writer.Message);
         Assert.Equal($"Is another process using the image [{Path}]?", writer.Hint);
+        Assert.True(writer.IsConflict);
+        Assert.Equal(Path, writer.ImagePath);
         var reader = await Assert.ThrowsAsync<QedLockException>(async () => await Open(new ImageOpenOptions { ReadOnly = true }, useAsync));
         Assert.Equal("Failed to get shared \"write\" lock", reader.Message);
         // The refused opens left nothing behind: only the first open's bytes are locked.
