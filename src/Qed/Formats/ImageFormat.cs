@@ -14,7 +14,7 @@ namespace Qed.Formats;
 /// A format opens in stages so that a backing chain never recurses through two classes and a failed open writes nothing
 /// (<see cref="ChainOpener"/>): <see cref="BeginOpenAsync"/> reads and validates one file and names its backing file; the
 /// opener opens the files below, attaches each image's backing device, and only then lets the images write what they
-/// write at open. Formats are defined in this library only (the constructor is not public); the CLI asks a format what
+/// write at open. Formats are defined in this library only (the constructor is not public); callers ask a format what
 /// it can do instead of testing the type of a device.
 /// </remarks>
 public abstract class ImageFormat

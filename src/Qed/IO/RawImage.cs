@@ -34,7 +34,7 @@ public sealed class RawImage : BlockDevice
 
     /// <summary>
     /// Creates (or empties) a raw file of <paramref name="size"/> bytes, all a hole. An existing file is locked before it
-    /// is truncated, as <c>qemu-img create</c> does, so one that QEMU or qed has open is refused and left as it was.
+    /// is truncated, as <c>qemu-img create</c> does, so one that QEMU or this library has open is refused and left as it was.
     /// </summary>
     /// <exception cref="QedLockException">Another process uses the file; it is unchanged.</exception>
     public static RawImage Create(string path, long size)

@@ -41,7 +41,7 @@ public sealed record ImageOpenOptions
     public int MaxBackingDepth { get; init; } = 64;
 
     /// <summary>
-    /// Take the byte-range locks QEMU takes (default true), so that QEMU and qed see each other: the open fails with a
+    /// Take the byte-range locks QEMU takes (default true), so that QEMU and this library see each other: the open fails with a
     /// <see cref="QedLockException"/> when another user excludes it (a writer of an image that is open elsewhere as
     /// QED; a reader of a QED image that someone writes), and while it lasts, others are refused alike. False opens
     /// without taking or testing any lock, like QEMU's <c>file.locking=off</c>: nothing then stops two writers from
