@@ -32,7 +32,7 @@ public static class ImageFormats
     ];
 
     /// <summary>Every registered format, in probe order.</summary>
-    public static IReadOnlyList<ImageFormat> All => s_registered;
+    public static IReadOnlyList<ImageFormat> All { get; } = Array.AsReadOnly(s_registered);
 
     /// <summary>Bytes of a file's start the probe looks at.</summary>
     public const int ProbeLength = FormatProbe.ProbeLength;

@@ -50,7 +50,8 @@ internal sealed class QedFormat : ImageFormat
     public override bool CanCheck => true;
 
     /// <inheritdoc />
-    public override IReadOnlyList<ImageCreateOption> CreateOptions => s_createOptions;
+    // A read-only view: the array itself could be cast back and changed by a caller.
+    public override IReadOnlyList<ImageCreateOption> CreateOptions { get; } = Array.AsReadOnly(s_createOptions);
 
     /// <inheritdoc />
     public override ImageDescription Describe(BlockDevice device)
