@@ -23,7 +23,7 @@ public class FormatBenchmarks
     }
 
     [Benchmark]
-    public QedHeader ParseHeader() => QedHeader.Parse(_header);
+    public ulong ParseHeader() => QedHeader.Parse(_header).ImageSize;
 
     [Benchmark]
     public long MapClusters()

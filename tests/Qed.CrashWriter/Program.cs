@@ -1,5 +1,6 @@
 using System.Globalization;
 using Qed.CrashWriter;
+using Qed.Formats;
 using Qed.Image;
 
 // Writer half of the crash tests: runs deterministic plans of writes and flushes on an image and reports progress on
@@ -33,7 +34,7 @@ void Report(char kind, int thread, int step)
 
 using var image = QedImage.Open(path);
 IEnumerable<CrashOp> PlanOf(int thread) => threads == 1
-    ? CrashPlan.Generate(seed, image.Size, image.Geometry.ClusterSize, steps)
+    ? CrashPlan.Generate(seed, image.Size, ImageFormats.Qed.Describe(image).ClusterSize ?? 0, steps)
     : CrashPlan.GenerateStriped(seed, thread, threads, stripe, image.Size, steps);
 
 using var start = new Barrier(threads);

@@ -12,9 +12,9 @@ internal static class ImageOpener
     public const string ForceShareNeedsReadOnly = "force-share=on can only be used with read-only images";
 
     /// <summary>Open options with the L2 cache size of <c>--l2-cache-size</c> when one was given, and force-share for <c>-U</c>.</summary>
-    public static QedOpenOptions Options(bool readOnly, long? l2CacheSize, bool forceShare = false)
+    public static ImageOpenOptions Options(bool readOnly, long? l2CacheSize, bool forceShare = false)
     {
-        var options = new QedOpenOptions { ReadOnly = readOnly, ForceShare = forceShare };
+        var options = new ImageOpenOptions { ReadOnly = readOnly, ForceShare = forceShare };
         return l2CacheSize is { } bytes ? options with { L2CacheSize = bytes } : options;
     }
 
@@ -25,7 +25,7 @@ internal static class ImageOpener
 
     /// <summary>Opens <paramref name="path"/> as <paramref name="format"/> (probed when null) with explicit options.</summary>
     /// <exception cref="CliException">The image or its backing chain cannot be opened; the message is qemu-img's one line.</exception>
-    public static BlockDevice Open(string path, string? format, QedOpenOptions options)
+    public static BlockDevice Open(string path, string? format, ImageOpenOptions options)
     {
         try
         {

@@ -65,9 +65,9 @@ internal static class InfoCommand
         return 0;
     }
 
-    /// <summary>Opens the image (and, for <c>--backing-chain</c>, its chain) as <see cref="ImageOpener.Open(string, string?, QedOpenOptions)"/> does.</summary>
+    /// <summary>Opens the image (and, for <c>--backing-chain</c>, its chain) as <see cref="ImageOpener.Open(string, string?, ImageOpenOptions)"/> does.</summary>
     /// <remarks>qemu-img info opens each file of a chain on its own, so a backing file in use is named as the file that could not be opened.</remarks>
-    private static BlockDevice OpenChain(string fileName, string? format, QedOpenOptions options)
+    private static BlockDevice OpenChain(string fileName, string? format, ImageOpenOptions options)
     {
         try
         {

@@ -29,8 +29,8 @@ internal sealed class BackingChain
     }
 
     /// <summary>The chain one level further down, at the backing file <paramref name="path"/> (as resolved).</summary>
-    /// <exception cref="QedBackingFileException">The name holds a NUL byte, the file is already in the chain, or the chain would be deeper than <see cref="QedOpenOptions.MaxBackingDepth"/>.</exception>
-    public BackingChain Enter(string path, QedOpenOptions options)
+    /// <exception cref="QedBackingFileException">The name holds a NUL byte, the file is already in the chain, or the chain would be deeper than <see cref="ImageOpenOptions.MaxBackingDepth"/>.</exception>
+    public BackingChain Enter(string path, ImageOpenOptions options)
     {
         if (path.Contains('\0', StringComparison.Ordinal))
         {

@@ -23,21 +23,21 @@ namespace Qed.Backing;
 internal static class ChainOpener
 {
     /// <summary>Opens <paramref name="path"/> as the format named <paramref name="formatName"/>, or probed when null.</summary>
-    public static ValueTask<BlockDevice> OpenAsync(string path, string? formatName, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
+    public static ValueTask<BlockDevice> OpenAsync(string path, string? formatName, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
         OpenPathAsync(path, formatName, null, options, useAsync, cancellationToken);
 
     /// <summary>Opens <paramref name="path"/> as <paramref name="format"/>.</summary>
-    public static ValueTask<BlockDevice> OpenAsync(string path, ImageFormat format, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
+    public static ValueTask<BlockDevice> OpenAsync(string path, ImageFormat format, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
         OpenPathAsync(path, null, format, options, useAsync, cancellationToken);
 
     /// <summary>Opens an image in an already open <paramref name="file"/> (not locked here) as the top of <paramref name="chain"/>; the caller keeps owning the file if this fails.</summary>
-    public static async ValueTask<BlockDevice> OpenAsync(FileAccessor file, ImageFormat format, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
+    public static async ValueTask<BlockDevice> OpenAsync(FileAccessor file, ImageFormat format, ImageOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken)
     {
         var top = await format.BeginOpenAsync(file, options, useAsync, cancellationToken).ConfigureAwait(false);
         return await CompleteChainAsync(top, chain, options, useAsync, cancellationToken).ConfigureAwait(false);
     }
 
-    private static async ValueTask<BlockDevice> OpenPathAsync(string path, string? formatName, ImageFormat? format, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
+    private static async ValueTask<BlockDevice> OpenPathAsync(string path, string? formatName, ImageFormat? format, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         var chain = BackingChain.Start(path);
         var (file, top) = await BeginFileAsync(path, formatName, format, options, useAsync, cancellationToken).ConfigureAwait(false);
@@ -53,7 +53,7 @@ internal static class ChainOpener
     }
 
     /// <summary>Steps 2 to 4 for the chain below <paramref name="top"/>, whose file the caller owns.</summary>
-    private static async ValueTask<BlockDevice> CompleteChainAsync(ImageOpening top, BackingChain chain, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
+    private static async ValueTask<BlockDevice> CompleteChainAsync(ImageOpening top, BackingChain chain, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         var openings = new List<ImageOpening> { top };
         var files = new List<FileAccessor>();
@@ -89,7 +89,7 @@ internal static class ChainOpener
     }
 
     /// <summary>Begins the open of a backing file; its failures read "Could not open backing file: ...".</summary>
-    private static async ValueTask<(FileAccessor File, ImageOpening Opening)> BeginBackingAsync(string path, string? formatName, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
+    private static async ValueTask<(FileAccessor File, ImageOpening Opening)> BeginBackingAsync(string path, string? formatName, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         try
         {
@@ -106,7 +106,7 @@ internal static class ChainOpener
     }
 
     /// <summary>Step 1 for one file: open, pick the format, lock, begin. On failure the file is closed again.</summary>
-    private static async ValueTask<(FileAccessor File, ImageOpening Opening)> BeginFileAsync(string path, string? formatName, ImageFormat? format, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
+    private static async ValueTask<(FileAccessor File, ImageOpening Opening)> BeginFileAsync(string path, string? formatName, ImageFormat? format, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         if (format is null && formatName is not null)
         {
@@ -119,7 +119,7 @@ internal static class ChainOpener
             format ??= await ImageFormats.ProbeForOpenAsync(file, useAsync, cancellationToken).ConfigureAwait(false);
             if (!options.ReadOnly && !format.CanWrite)
             {
-                throw new QedUnsupportedException($"'{path}' is a {format.Title} image, which qed opens read-only");
+                throw new QedUnsupportedException($"'{path}' is a {format.Title} image, which this library can open only read-only");
             }
             // The format decides the locks; they are taken before anything (a repair, an auto-clear rewrite) is written.
             file.Lock(ImageLockSet.ForOpen(format, options));

@@ -1,6 +1,6 @@
 namespace Qed.Check;
 
-/// <summary>What <c>qed check -r</c> may change.</summary>
+/// <summary>What a check (<see cref="Qed.Formats.ImageFormat.Check"/>) may repair.</summary>
 public enum RepairMode
 {
     /// <summary>Only count; change nothing on disk.</summary>

@@ -24,7 +24,7 @@ namespace Qed.Copy;
 public sealed class SparseCopier
 {
     /// <summary>The largest read: big enough to be sequential, small enough to keep the queue's memory low.</summary>
-    public const int ChunkSize = 2 * 1024 * 1024;
+    internal const int ChunkSize = 2 * 1024 * 1024;
 
     // Batches queued ahead of the writer: enough to keep both sides busy; each holds a ChunkSize buffer.
     private const int QueueDepth = 2;

@@ -1,6 +1,6 @@
 namespace Qed;
 
-/// <summary>Base of every error the qed engine reports about an image, its backing chain or a request.</summary>
+/// <summary>Base of every error this library reports about an image, its backing chain or a request.</summary>
 /// <remarks>
 /// The message is one line that names what was wrong; callers can print it as is. One type per condition:
 /// <see cref="QedFormatException"/> (not a valid image), <see cref="QedCorruptionException"/> (invalid metadata met during

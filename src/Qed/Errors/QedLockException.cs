@@ -1,6 +1,6 @@
 namespace Qed;
 
-/// <summary>An image could not be locked: another process (QEMU or qed) uses it in a way that excludes this open, or the file system refused the lock.</summary>
+/// <summary>An image could not be locked: another process (QEMU, or a program using this library) uses it in a way that excludes this open, or the file system refused the lock.</summary>
 /// <remarks>
 /// The message is QEMU's (<c>Failed to get "write" lock</c>, <c>Failed to get shared "write" lock</c>,
 /// <c>Failed to lock byte 100: ...</c>); <see cref="Hint"/> is QEMU's second line when another user was found.

@@ -42,7 +42,7 @@ public readonly record struct Extent(long Offset, long Length, BlockState State,
     /// True when <paramref name="next"/> starts where this extent ends and is of the same kind: same state and layer, and
     /// either both without a host offset or the host offsets continuing each other, so the two can be reported as one.
     /// </summary>
-    public bool Continues(Extent next) =>
+    internal bool Continues(Extent next) =>
         next.Offset == End && next.State == State && next.Depth == Depth && ReferenceEquals(next.Device, Device)
         && (HostOffset < 0 ? next.HostOffset < 0 : next.HostOffset == HostOffset + Length);
 }

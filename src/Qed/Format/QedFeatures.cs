@@ -2,7 +2,7 @@ namespace Qed.Format;
 
 /// <summary>Incompatible feature bits of the QED header's <c>features</c> field.</summary>
 [Flags]
-public enum QedFeatures : ulong
+internal enum QedFeatures : ulong
 {
     /// <summary>No feature.</summary>
     None = 0,

@@ -4,7 +4,7 @@ namespace Qed.Format;
 
 /// <summary>Cluster and table geometry of one image, with the address arithmetic of QED-FORMAT.md §1.5.</summary>
 /// <remarks>Every count here is exact: <see cref="ClustersFor"/> is <c>ceil(bytes / cs)</c>, not QEMU's faulty division by <c>cs − 1</c> (§5.3).</remarks>
-public readonly record struct QedGeometry
+internal readonly record struct QedGeometry
 {
     /// <summary>Smallest cluster size the format allows.</summary>
     public const int MinClusterSize = 4096;

@@ -3,7 +3,7 @@ using System.Buffers.Binary;
 namespace Qed.Format;
 
 /// <summary>The 64-byte QED header as an immutable value. <see cref="Parse"/> and <see cref="WriteTo"/> round-trip every field exactly; validation is separate (<see cref="HeaderValidator"/>).</summary>
-public readonly record struct QedHeader
+internal readonly record struct QedHeader
 {
     /// <summary>The magic number, "QED\0" when valid.</summary>
     public uint Magic { get; init; }

@@ -14,7 +14,7 @@ namespace Qed.Formats;
 /// A format opens in stages so that a backing chain never recurses through two classes and a failed open writes nothing
 /// (<see cref="ChainOpener"/>): <see cref="BeginOpenAsync"/> reads and validates one file and names its backing file; the
 /// opener opens the files below, attaches each image's backing device, and only then lets the images write what they
-/// write at open. Formats are defined in this library only (the constructor is not public); the CLI asks a format what
+/// write at open. Formats are defined in this library only (the constructor is not public); callers ask a format what
 /// it can do instead of testing the type of a device.
 /// </remarks>
 public abstract class ImageFormat
@@ -27,11 +27,11 @@ public abstract class ImageFormat
     public abstract string Name { get; }
 
     /// <summary>The name in running text (<c>QED</c>, <c>raw</c>).</summary>
-    public virtual string Title => Name;
+    internal virtual string Title => Name;
 
     /// <summary>True when <paramref name="head"/>, the first <see cref="ImageFormats.ProbeLength"/> bytes of a file (zero-padded), carry this format's signature.</summary>
     /// <remarks>Raw has no signature: it is what the probe answers when no format recognises the file.</remarks>
-    public abstract bool Recognizes(ReadOnlySpan<byte> head);
+    internal abstract bool Recognizes(ReadOnlySpan<byte> head);
 
     /// <summary>True when the library reads images of this format; false for formats it only recognises, to refuse them clearly.</summary>
     public virtual bool CanOpen => false;
@@ -54,18 +54,18 @@ public abstract class ImageFormat
     /// <summary>The options <see cref="Create"/> accepts, in the order qemu-img lists them when it announces a new image.</summary>
     public virtual IReadOnlyList<ImageCreateOption> CreateOptions => [];
 
-    /// <summary>Opens the image at <paramref name="path"/> as this format, with its backing chain unless <see cref="QedOpenOptions.NoBacking"/>.</summary>
+    /// <summary>Opens the image at <paramref name="path"/> as this format, with its backing chain unless <see cref="ImageOpenOptions.NoBacking"/>.</summary>
     /// <exception cref="QedException">The file cannot be opened, is not valid in this format, or its backing chain cannot be opened.</exception>
-    public BlockDevice Open(string path, QedOpenOptions? options = null) =>
-        ChainOpener.OpenAsync(path, this, options ?? new QedOpenOptions(), useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
+    public BlockDevice Open(string path, ImageOpenOptions? options = null) =>
+        ChainOpener.OpenAsync(path, this, options ?? new ImageOpenOptions(), useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
 
     /// <inheritdoc cref="Open"/>
-    public ValueTask<BlockDevice> OpenAsync(string path, QedOpenOptions? options = null, CancellationToken cancellationToken = default) =>
-        ChainOpener.OpenAsync(path, this, options ?? new QedOpenOptions(), useAsync: true, cancellationToken);
+    public ValueTask<BlockDevice> OpenAsync(string path, ImageOpenOptions? options = null, CancellationToken cancellationToken = default) =>
+        ChainOpener.OpenAsync(path, this, options ?? new ImageOpenOptions(), useAsync: true, cancellationToken);
 
     /// <summary>Creates an empty image at <paramref name="path"/> (an existing file is locked, then replaced).</summary>
     /// <exception cref="QedException">An option is invalid for this format; nothing was written.</exception>
-    /// <exception cref="NotSupportedException">The library does not create images of this format (<see cref="CanCreate"/>).</exception>
+    /// <exception cref="QedUnsupportedException">The library does not create images of this format (<see cref="CanCreate"/>).</exception>
     public void Create(string path, ImageCreateOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -91,7 +91,7 @@ public abstract class ImageFormat
     }
 
     /// <summary>Checks <paramref name="device"/>, an image of this format, and with <paramref name="mode"/> repairs what can be repaired safely. No other request may use the image meanwhile.</summary>
-    /// <exception cref="NotSupportedException">The format has no check (<see cref="CanCheck"/>).</exception>
+    /// <exception cref="QedUnsupportedException">The format has no check (<see cref="CanCheck"/>).</exception>
     public CheckResult Check(BlockDevice device, RepairMode mode = RepairMode.None) =>
         CheckCoreAsync(device, mode, useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
 
@@ -115,14 +115,14 @@ public abstract class ImageFormat
     /// First stage of an open: reads and validates <paramref name="file"/> (already locked) without writing anything and
     /// without opening a backing file. The caller owns <paramref name="file"/> until the result is completed.
     /// </summary>
-    internal virtual ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
-        throw new QedUnsupportedException($"'{file.Path}' is a {Name} image; {ImageFormats.ReadableList()}");
+    internal virtual ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
+        throw ImageFormats.NotReadable(file.Path, this);
 
     /// <summary>Creates the image; the default refuses.</summary>
     private protected virtual ValueTask CreateCoreAsync(string path, ImageCreateOptions options, bool useAsync, CancellationToken cancellationToken) =>
-        throw new NotSupportedException($"Creating {Title} images is not supported");
+        throw new QedUnsupportedException($"Creating {Title} images is not supported");
 
     /// <summary>Runs the check; the default refuses.</summary>
     private protected virtual ValueTask<CheckResult> CheckCoreAsync(BlockDevice device, RepairMode mode, bool useAsync, CancellationToken cancellationToken) =>
-        throw new NotSupportedException($"{Title} images have no consistency check");
+        throw new QedUnsupportedException($"{Title} images have no consistency check");
 }

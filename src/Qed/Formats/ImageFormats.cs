@@ -32,7 +32,7 @@ public static class ImageFormats
     ];
 
     /// <summary>Every registered format, in probe order.</summary>
-    public static IReadOnlyList<ImageFormat> All => s_registered;
+    public static IReadOnlyList<ImageFormat> All { get; } = Array.AsReadOnly(s_registered);
 
     /// <summary>Bytes of a file's start the probe looks at.</summary>
     public const int ProbeLength = FormatProbe.ProbeLength;
@@ -74,21 +74,25 @@ public static class ImageFormats
     internal static async ValueTask<ImageFormat> ProbeForOpenAsync(FileAccessor file, bool useAsync, CancellationToken cancellationToken)
     {
         var probed = await FormatProbe.ProbeAsync(file, s_registered, Raw, useAsync, cancellationToken).ConfigureAwait(false);
-        return probed.CanOpen ? probed : throw new QedUnsupportedException($"'{file.Path}' is a {probed.Name} image; {ReadableList()}");
+        return probed.CanOpen ? probed : throw NotReadable(file.Path, probed);
     }
 
     /// <summary>The refusal of a format name that is not registered or does not open.</summary>
-    internal static QedUnsupportedException UnknownDriver(string name) => new($"Unknown driver '{name}': {ReadableList()}");
+    internal static QedUnsupportedException UnknownDriver(string name) => new($"Unknown driver '{name}': this library reads {ReadableList()} images");
 
-    /// <summary><c>qed reads only QED and raw images</c>: the formats that open, for refusals.</summary>
+    /// <summary>The refusal of a file whose format the library recognises but does not read.</summary>
+    internal static QedUnsupportedException NotReadable(string path, ImageFormat format) =>
+        new($"'{path}' is a {format.Name} image, which this library does not read (it reads {ReadableList()} images)");
+
+    /// <summary><c>QED and raw</c>: the formats that open, for refusals.</summary>
     internal static string ReadableList()
     {
         var readable = s_registered.Where(f => f.CanOpen).Select(f => f.Title).ToArray();
-        var text = new StringBuilder("qed reads only ");
+        var text = new StringBuilder();
         for (int i = 0; i < readable.Length; i++)
         {
             text.Append(i == 0 ? "" : i == readable.Length - 1 ? " and " : ", ").Append(readable[i]);
         }
-        return text.Append(" images").ToString();
+        return text.ToString();
     }
 }

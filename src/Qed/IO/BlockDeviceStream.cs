@@ -8,7 +8,8 @@ namespace Qed.IO;
 /// <remarks>
 /// The position lives here, in the adapter, never in the device: two streams over one device are independent,
 /// and a stream is no more thread-safe than any other <see cref="Stream"/>. The length is the device's size;
-/// writes past it are refused (a disk does not grow by writing).
+/// writes past it are refused (a disk does not grow by writing). Errors follow <see cref="Stream"/>'s contract rather than
+/// the device's: a write to a read-only device throws <see cref="NotSupportedException"/> (<see cref="CanWrite"/> is false).
 /// </remarks>
 public sealed class BlockDeviceStream : Stream
 {

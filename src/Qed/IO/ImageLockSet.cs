@@ -31,8 +31,8 @@ internal readonly record struct ImageLockSet(ImagePermissions Held, ImagePermiss
     public bool IsEmpty => Held == ImagePermissions.None && Refused == ImagePermissions.None;
 
     /// <summary>The set for opening an image of <paramref name="format"/> with <paramref name="options"/>.</summary>
-    /// <exception cref="ArgumentException"><see cref="QedOpenOptions.ForceShare"/> without <see cref="QedOpenOptions.ReadOnly"/>.</exception>
-    public static ImageLockSet ForOpen(ImageFormat format, QedOpenOptions options)
+    /// <exception cref="ArgumentException"><see cref="ImageOpenOptions.ForceShare"/> without <see cref="ImageOpenOptions.ReadOnly"/>.</exception>
+    public static ImageLockSet ForOpen(ImageFormat format, ImageOpenOptions options)
     {
         if (options.ForceShare && !options.ReadOnly)
         {

@@ -15,14 +15,14 @@ public sealed class RawImage : BlockDevice
         _size = file.GetLength();
     }
 
-    /// <summary>Opens an existing raw file, with QEMU's locks for a raw image (see <see cref="QedOpenOptions.Locking"/>).</summary>
+    /// <summary>Opens an existing raw file, with QEMU's locks for a raw image (see <see cref="ImageOpenOptions.Locking"/>).</summary>
     /// <exception cref="QedLockException">Another process uses the file in a way this open excludes.</exception>
     public static RawImage Open(string path, bool readOnly = false)
     {
         var file = HandleFileAccessor.Open(path, readOnly);
         try
         {
-            file.Lock(ImageLockSet.ForOpen(ImageFormats.Raw, new QedOpenOptions { ReadOnly = readOnly }));
+            file.Lock(ImageLockSet.ForOpen(ImageFormats.Raw, new ImageOpenOptions { ReadOnly = readOnly }));
             return new RawImage(file);
         }
         catch
@@ -34,7 +34,7 @@ public sealed class RawImage : BlockDevice
 
     /// <summary>
     /// Creates (or empties) a raw file of <paramref name="size"/> bytes, all a hole. An existing file is locked before it
-    /// is truncated, as <c>qemu-img create</c> does, so one that QEMU or qed has open is refused and left as it was.
+    /// is truncated, as <c>qemu-img create</c> does, so one that QEMU or this library has open is refused and left as it was.
     /// </summary>
     /// <exception cref="QedLockException">Another process uses the file; it is unchanged.</exception>
     public static RawImage Create(string path, long size)
@@ -45,7 +45,7 @@ public sealed class RawImage : BlockDevice
         {
             file.SetLength(size);
             // From here the file is an open writable raw image: qemu-img's create locks give way to its open locks.
-            file.Lock(ImageLockSet.ForOpen(ImageFormats.Raw, new QedOpenOptions()));
+            file.Lock(ImageLockSet.ForOpen(ImageFormats.Raw, new ImageOpenOptions()));
             return new RawImage(file);
         }
         catch (Exception e)

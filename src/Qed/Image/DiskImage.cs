@@ -9,12 +9,12 @@ public static class DiskImage
 {
     /// <summary>Opens <paramref name="path"/> as the format named <paramref name="format"/> (<c>qed</c>, <c>raw</c>), or probes it when null: a registered signature decides, anything else is raw.</summary>
     /// <exception cref="QedException">The file cannot be opened, is not valid in that format, or its backing chain cannot be opened.</exception>
-    public static BlockDevice Open(string path, string? format = null, QedOpenOptions? options = null) =>
-        ChainOpener.OpenAsync(path, format, options ?? new QedOpenOptions(), useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
+    public static BlockDevice Open(string path, string? format = null, ImageOpenOptions? options = null) =>
+        ChainOpener.OpenAsync(path, format, options ?? new ImageOpenOptions(), useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
 
     /// <inheritdoc cref="Open"/>
-    public static ValueTask<BlockDevice> OpenAsync(string path, string? format = null, QedOpenOptions? options = null, CancellationToken cancellationToken = default) =>
-        ChainOpener.OpenAsync(path, format, options ?? new QedOpenOptions(), useAsync: true, cancellationToken);
+    public static ValueTask<BlockDevice> OpenAsync(string path, string? format = null, ImageOpenOptions? options = null, CancellationToken cancellationToken = default) =>
+        ChainOpener.OpenAsync(path, format, options ?? new ImageOpenOptions(), useAsync: true, cancellationToken);
 
     /// <summary>
     /// Opens the existing file at <paramref name="path"/> without changing it and holds the locks <c>qemu-img create</c>

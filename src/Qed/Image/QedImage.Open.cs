@@ -13,13 +13,13 @@ public sealed partial class QedImage
 {
     /// <summary>Opens a QED image and its backing chain.</summary>
     /// <exception cref="QedException">The file cannot be opened or is not a valid QED image, or its backing chain cannot be opened.</exception>
-    public static QedImage Open(string path, QedOpenOptions? options = null) =>
-        (QedImage)ChainOpener.OpenAsync(path, ImageFormats.Qed, options ?? new QedOpenOptions(), useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
+    public static QedImage Open(string path, ImageOpenOptions? options = null) =>
+        (QedImage)ChainOpener.OpenAsync(path, ImageFormats.Qed, options ?? new ImageOpenOptions(), useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
 
     /// <summary>Opens a QED image and its backing chain.</summary>
     /// <exception cref="QedException">The file cannot be opened or is not a valid QED image, or its backing chain cannot be opened.</exception>
-    public static async ValueTask<QedImage> OpenAsync(string path, QedOpenOptions? options = null, CancellationToken cancellationToken = default) =>
-        (QedImage)await ChainOpener.OpenAsync(path, ImageFormats.Qed, options ?? new QedOpenOptions(), useAsync: true, cancellationToken).ConfigureAwait(false);
+    public static async ValueTask<QedImage> OpenAsync(string path, ImageOpenOptions? options = null, CancellationToken cancellationToken = default) =>
+        (QedImage)await ChainOpener.OpenAsync(path, ImageFormats.Qed, options ?? new ImageOpenOptions(), useAsync: true, cancellationToken).ConfigureAwait(false);
 
     /// <summary>Creates a QED image laid out byte for byte as <c>qemu-img create -f qed</c> does.</summary>
     /// <exception cref="QedException">An option is invalid or would make an image QEMU cannot open.</exception>
@@ -32,7 +32,7 @@ public sealed partial class QedImage
         QedCreator.CreateAsync(path, options, useAsync: true, cancellationToken);
 
     /// <summary>Opens the image in <paramref name="file"/> (not locked here) with its backing chain; the caller keeps owning the file if this fails.</summary>
-    internal static async ValueTask<QedImage> OpenCoreAsync(FileAccessor file, QedOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken) =>
+    internal static async ValueTask<QedImage> OpenCoreAsync(FileAccessor file, ImageOpenOptions options, BackingChain chain, bool useAsync, CancellationToken cancellationToken) =>
         (QedImage)await ChainOpener.OpenAsync(file, ImageFormats.Qed, options, chain, useAsync, cancellationToken).ConfigureAwait(false);
 
     /// <summary>
@@ -40,7 +40,7 @@ public sealed partial class QedImage
     /// backing file is neither opened nor attached (<see cref="AttachBacking"/>), and the writes of an open wait for
     /// <see cref="CompleteOpenAsync"/>. The caller still owns (and on failure disposes) <paramref name="file"/>.
     /// </summary>
-    internal static async ValueTask<QedImage> BeginOpenAsync(FileAccessor file, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
+    internal static async ValueTask<QedImage> BeginOpenAsync(FileAccessor file, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         // Once a flush has failed no later one may claim durability.
         file = new FlushFailureLatch(file);
@@ -63,7 +63,7 @@ public sealed partial class QedImage
     }
 
     /// <summary>Last stage of an open, once the chain is attached: the writes an open may need. A failure leaves the bit that asked for them set.</summary>
-    internal async ValueTask CompleteOpenAsync(QedOpenOptions options, bool useAsync, CancellationToken cancellationToken)
+    internal async ValueTask CompleteOpenAsync(ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         if (!IsReadOnly && Header.AutoclearFeatures != 0)
         {

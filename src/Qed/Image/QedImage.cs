@@ -64,7 +64,7 @@ public sealed partial class QedImage : BlockDevice
     /// <summary>True once this session set the need-check bit: the close clears it again.</summary>
     private bool _setNeedCheck;
 
-    private QedImage(FileAccessor file, QedHeader header, QedGeometry geometry, byte[] l1, QedOpenOptions options, string? backingName)
+    private QedImage(FileAccessor file, QedHeader header, QedGeometry geometry, byte[] l1, ImageOpenOptions options, string? backingName)
     {
         _file = file;
         _geometry = geometry;
@@ -76,10 +76,10 @@ public sealed partial class QedImage : BlockDevice
     }
 
     /// <summary>The header as it is now on disk.</summary>
-    public QedHeader Header => _headerState.Current.Header;
+    internal QedHeader Header => _headerState.Current.Header;
 
     /// <summary>Cluster and table geometry.</summary>
-    public QedGeometry Geometry => _geometry;
+    internal QedGeometry Geometry => _geometry;
 
     /// <summary>The backing file name as stored in the header (up to its first NUL byte, as QEMU reads it), or null when there is none.</summary>
     public string? BackingFileName { get; }
@@ -94,7 +94,7 @@ public sealed partial class QedImage : BlockDevice
     public string? BackingFormat => BackingFileName is not null && (Header.Features & QedFeatures.BackingFormatNoProbe) != 0 ? ImageFormats.Raw.Name : null;
 
     /// <summary>The current end of the allocated area: the file length as QEMU counts it (rounded up to a 512-byte sector, then down to a cluster), plus what this session allocated.</summary>
-    public long AllocationEnd => _space.End;
+    internal long AllocationEnd => _space.End;
 
     internal L2TableCache Cache => _map.Cache;
 

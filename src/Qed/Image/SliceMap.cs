@@ -13,7 +13,7 @@ namespace Qed.Image;
 /// <list type="number">
 /// <item>The L1 entry of an offset names its L2 table (0: none). It is validated against the header area and the
 /// allocation end before the table is read.</item>
-/// <item>The cache holds slices of L2 tables (<see cref="QedOpenOptions.L2SliceSize"/>), so a miss reads only the part
+/// <item>The cache holds slices of L2 tables (<see cref="ImageOpenOptions.L2SliceSize"/>), so a miss reads only the part
 /// of a table it needs; a mapping never crosses the end of its slice.</item>
 /// <item>Data entries are validated one by one, also inside a run (QEMU checks only the first, QED-FORMAT.md §4.1).</item>
 /// </list>
@@ -28,7 +28,7 @@ internal sealed class SliceMap
     private readonly ClusterAllocator _space;
     private readonly Func<L2CacheEntry, bool, CancellationToken, ValueTask> _loadSlice;
 
-    public SliceMap(FileAccessor file, QedGeometry geometry, ulong headerBytes, byte[] l1, ClusterAllocator space, QedOpenOptions options)
+    public SliceMap(FileAccessor file, QedGeometry geometry, ulong headerBytes, byte[] l1, ClusterAllocator space, ImageOpenOptions options)
     {
         _file = file;
         _geometry = geometry;

@@ -142,7 +142,7 @@ public partial class BenchCommandTests : IDisposable
     {
         var (_, ours) = MakePair();
         QedCli.Ok("bench", "-w", "--pattern=0xa5", "-c", "64", "-d", "16", "-s", "4k", "-S", "64k", "-o", "8k", ours);
-        using (var image = QedImage.Open(ours, new QedOpenOptions { ReadOnly = true }))
+        using (var image = QedImage.Open(ours, new ImageOpenOptions { ReadOnly = true }))
         {
             var buffer = new byte[64 * 1024];
             for (long offset = 0; offset < image.Size; offset += buffer.Length)
@@ -166,7 +166,7 @@ public partial class BenchCommandTests : IDisposable
         // 40 requests of 4 KiB, 96 KiB apart, from 0: they wrap at 1 MiB, so the offsets are (96k * i) mod 1M.
         QedCli.Ok("bench", "-w", "--pattern=0x3c", "-c", "40", "-d", "8", "-S", "96k", ours);
         var written = Enumerable.Range(0, 40).Select(i => 96L * 1024 * i % (1 << 20)).ToHashSet();
-        using var image = QedImage.Open(ours, new QedOpenOptions { ReadOnly = true });
+        using var image = QedImage.Open(ours, new ImageOpenOptions { ReadOnly = true });
         var buffer = new byte[4096];
         for (long offset = 0; offset < image.Size; offset += 4096)
         {

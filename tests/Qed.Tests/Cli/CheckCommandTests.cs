@@ -419,7 +419,7 @@ public class CheckCommandTests : IDisposable
     /// <summary>sha256 of every cluster-sized piece of the virtual disk, or null where the read fails (read-only open: no repair).</summary>
     private static List<(long Offset, string? Digest)> ReadClusters(string path)
     {
-        using var image = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var image = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         int chunk = image.Geometry.ClusterSize;
         var buffer = new byte[chunk];
         var digests = new List<(long, string?)>();

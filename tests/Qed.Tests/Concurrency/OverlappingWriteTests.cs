@@ -63,7 +63,7 @@ public class OverlappingWriteTests
         L2CacheStatisticsSnapshot cache;
         long allocatedClusters;
 
-        await using (var image = await QedImage.OpenAsync(path, new QedOpenOptions { L2CacheSize = 2 * SliceBytes, L2SliceSize = SliceBytes }))
+        await using (var image = await QedImage.OpenAsync(path, new ImageOpenOptions { L2CacheSize = 2 * SliceBytes, L2SliceSize = SliceBytes }))
         {
             // Allocate half of each hot window first, so that writes there start both in place and allocating.
             foreach (var (start, length) in hot)

@@ -20,7 +20,7 @@ public class SingleFlightTests
         }
 
         var counting = new CountingFileAccessor(HandleFileAccessor.Open(path, readOnly: true));
-        await using var image = await QedImage.OpenCoreAsync(counting, new QedOpenOptions { ReadOnly = true }, BackingChain.Start(path), useAsync: true, CancellationToken.None);
+        await using var image = await QedImage.OpenCoreAsync(counting, new ImageOpenOptions { ReadOnly = true }, BackingChain.Start(path), useAsync: true, CancellationToken.None);
         ulong tableOffset = Qed.Tables.TableEntry.Read(ReadL1(path), 0);
 
         using var gate = new ManualResetEventSlim(false);

@@ -49,7 +49,7 @@ public class StressTests
         QedImage.Create(path, new QedCreateOptions { Size = size, ClusterSize = clusterSize, TableSize = tableSize, BackingFile = withBacking ? "b.raw" : null, BackingFormat = withBacking ? "raw" : null });
 
         var errors = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        await using (var image = await QedImage.OpenAsync(path, new QedOpenOptions { L2CacheSize = cacheBytes, L2SliceSize = cacheBytes <= 3 * SmallSlice ? SmallSlice : 4096 }))
+        await using (var image = await QedImage.OpenAsync(path, new ImageOpenOptions { L2CacheSize = cacheBytes, L2SliceSize = cacheBytes <= 3 * SmallSlice ? SmallSlice : 4096 }))
         {
             using var start = new ManualResetEventSlim(false);
             var workers = Enumerable.Range(0, Threads).Select(t => Task.Factory.StartNew(async () =>

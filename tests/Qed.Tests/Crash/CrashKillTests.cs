@@ -119,7 +119,7 @@ public class CrashKillTests
             }
         }
 
-        using (var readOnly = QedImage.Open(image, new QedOpenOptions { ReadOnly = true }))
+        using (var readOnly = QedImage.Open(image, new ImageOpenOptions { ReadOnly = true }))
         {
             var check = readOnly.Check();
             Assert.True(check.Corruptions == 0 && check.CheckErrors == 0, $"{context}: qed check after the kill: {check}");
@@ -135,7 +135,7 @@ public class CrashKillTests
         }
 
         long leaksLeft;
-        using (var writable = QedImage.Open(image, new QedOpenOptions { SkipCheckOnOpen = true }))
+        using (var writable = QedImage.Open(image, new ImageOpenOptions { SkipCheckOnOpen = true }))
         {
             var repaired = writable.Check(RepairMode.Leaks);
             // One writer allocates at the end of the file, so whatever a kill leaks is at the end and cut off. Threads

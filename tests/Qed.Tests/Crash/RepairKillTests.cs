@@ -137,7 +137,7 @@ public class RepairKillTests
             // The image opens read-only as it is, and every data cluster reads back (the io write's range may hold either bytes).
             // qed io's write is acknowledged when qed exits 0; a kill may have come before or after it.
             bool? ioWrite = !io ? false : killed ? null : true;
-            using (var readOnly = QedImage.Open(victim, new QedOpenOptions { ReadOnly = true }))
+            using (var readOnly = QedImage.Open(victim, new ImageOpenOptions { ReadOnly = true }))
             {
                 VerifyData(context, readOnly, dirty, ioWrite);
             }
@@ -223,7 +223,7 @@ public class RepairKillTests
     /// <summary>The image after a finished repair: data intact, repaired clusters zero, and clean for qed and for qemu-img.</summary>
     private static void VerifyRepaired(string context, string directory, string image, DirtyImage dirty, bool? ioWrite)
     {
-        using (var repaired = QedImage.Open(image, new QedOpenOptions { SkipCheckOnOpen = true }))
+        using (var repaired = QedImage.Open(image, new ImageOpenOptions { SkipCheckOnOpen = true }))
         {
             Assert.False(repaired.Header.NeedsCheck, $"{context}: the need-check bit is still set after the repair");
             VerifyData(context, repaired, dirty, ioWrite);

@@ -49,8 +49,8 @@ internal static class Dev
     public static byte Untouched(string kind) => kind == "qed-backing" ? (byte)0xb0 : (byte)0;
 
     public static async Task<BlockDevice> Open(string path, string kind, bool useAsync, bool readOnly = false) =>
-        useAsync ? await DiskImage.OpenAsync(path, Format(kind), new QedOpenOptions { ReadOnly = readOnly })
-                 : DiskImage.Open(path, Format(kind), new QedOpenOptions { ReadOnly = readOnly });
+        useAsync ? await DiskImage.OpenAsync(path, Format(kind), new ImageOpenOptions { ReadOnly = readOnly })
+                 : DiskImage.Open(path, Format(kind), new ImageOpenOptions { ReadOnly = readOnly });
 
     public static async Task WriteZeroes(BlockDevice device, long offset, long length, WriteZeroesFlags flags, bool useAsync)
     {

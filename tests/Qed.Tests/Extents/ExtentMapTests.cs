@@ -14,7 +14,7 @@ public class ExtentMapTests
     private static async Task AssertMapsLikeQemu(TempDirectory dir, string image, string format, bool useAsync)
     {
         var qemu = QemuOracle.Map(dir.Path, image, format);
-        await using var device = await DiskImage.OpenAsync(dir.File(image), format, new QedOpenOptions { ReadOnly = true });
+        await using var device = await DiskImage.OpenAsync(dir.File(image), format, new ImageOpenOptions { ReadOnly = true });
         var ours = (await Map(device, useAsync)).Select(AsQemu).ToList();
         Assert.Equal(qemu, ours);
         // The other mode walks the same map.
@@ -71,7 +71,7 @@ public class ExtentMapTests
         Tools.QemuIo(dir.Path, "qed", "top.qed", "write -P 0x51 2M 64k", "write -z 4M 64k", "write -P 0x52 7M 64k");
         await AssertMapsLikeQemu(dir, "top.qed", "qed", useAsync);
 
-        await using var top = await DiskImage.OpenAsync(dir.File("top.qed"), "qed", new QedOpenOptions { ReadOnly = true });
+        await using var top = await DiskImage.OpenAsync(dir.File("top.qed"), "qed", new ImageOpenOptions { ReadOnly = true });
         var map = await Map(top, useAsync);
         // Past the end of the 3 MiB raw file (below mid.qed's unallocated clusters) nothing answers: depth 1, unallocated.
         var past = Assert.Single(map, e => e.Offset <= 3 * MiB && e.End > 3 * MiB);

@@ -15,7 +15,7 @@ public class SparseCopierTests
     /// <summary>Copies <paramref name="source"/> (a chain) into a new image of <paramref name="format"/> with the library alone.</summary>
     private static async Task Copy(TempDirectory dir, string source, string sourceFormat, string target, string format, bool useAsync)
     {
-        await using var from = await DiskImage.OpenAsync(dir.File(source), sourceFormat, new QedOpenOptions { ReadOnly = true });
+        await using var from = await DiskImage.OpenAsync(dir.File(source), sourceFormat, new ImageOpenOptions { ReadOnly = true });
         BlockDevice to;
         int granule = 4096;
         if (format == "qed")
@@ -71,7 +71,7 @@ public class SparseCopierTests
             QemuOracle.AssertClean(dir.Path, "out.qed");
             // Zero data (written as zeros, zero clusters, holes, past the raw file's end) left no clusters: only the 16 KiB
             // granules holding non-zero bytes, [16k, 128k) from base and mid, and one each at 2M, 4100k and 7M from top.
-            await using var copy = await DiskImage.OpenAsync(dir.File("out.qed"), "qed", new QedOpenOptions { ReadOnly = true });
+            await using var copy = await DiskImage.OpenAsync(dir.File("out.qed"), "qed", new ImageOpenOptions { ReadOnly = true });
             long data = (await Map(copy, useAsync)).Where(e => e.IsData).Sum(e => e.Length);
             Assert.Equal(7 * 16384 + 3 * 16384, data);
         }

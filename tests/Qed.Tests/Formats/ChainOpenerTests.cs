@@ -9,7 +9,7 @@ namespace Qed.Tests.Formats;
 /// <summary>Backing chains opened through the registry: loops, the depth limit, and the order (nothing is written until every file of the chain is open).</summary>
 public class ChainOpenerTests
 {
-    private static async Task<BlockDevice> Open(string path, bool useAsync, QedOpenOptions? options = null) =>
+    private static async Task<BlockDevice> Open(string path, bool useAsync, ImageOpenOptions? options = null) =>
         useAsync ? await DiskImage.OpenAsync(path, options: options) : DiskImage.Open(path, options: options);
 
     [Theory]
@@ -26,7 +26,7 @@ public class ChainOpenerTests
         // Nothing stays open or locked: every file of the loop opens writable alone.
         foreach (string name in new[] { "a.qed", "b.qed", "c.qed" })
         {
-            using var alone = DiskImage.Open(dir.File(name), options: new QedOpenOptions { NoBacking = true });
+            using var alone = DiskImage.Open(dir.File(name), options: new ImageOpenOptions { NoBacking = true });
         }
     }
 
@@ -41,7 +41,7 @@ public class ChainOpenerTests
         {
             Img.Create(dir.File($"l{i}.img"), Img.MiB, backing: $"l{i - 1}.img", backingFormat: i == 1 ? "raw" : "qed");
         }
-        await using (var ok = await Open(dir.File("l4.img"), useAsync, new QedOpenOptions { MaxBackingDepth = 4 }))
+        await using (var ok = await Open(dir.File("l4.img"), useAsync, new ImageOpenOptions { MaxBackingDepth = 4 }))
         {
             int depth = 0;
             for (var device = ok.Backing; device is not null; device = device.Backing)
@@ -51,7 +51,7 @@ public class ChainOpenerTests
             Assert.Equal(4, depth);
             Assert.Equal(0x5a, (await Img.Read(ok, 0, 1, useAsync))[0]);
         }
-        var e = await Assert.ThrowsAsync<QedBackingFileException>(() => Open(dir.File("l4.img"), useAsync, new QedOpenOptions { MaxBackingDepth = 3 }));
+        var e = await Assert.ThrowsAsync<QedBackingFileException>(() => Open(dir.File("l4.img"), useAsync, new ImageOpenOptions { MaxBackingDepth = 3 }));
         Assert.Equal($"Backing chain is deeper than 3 images at '{dir.File("l0.img")}'", e.Message);
     }
 
@@ -97,7 +97,7 @@ public class ChainOpenerTests
         Img.Create(top, Img.MiB, backing: "mid.qed", backingFormat: "qed");
         Tools.Poke(top, 16, 0x03);
         string before = Tools.Sha256OfFile(top);
-        using (var writer = DiskImage.Open(dir.File("mid.qed"), options: new QedOpenOptions { NoBacking = true }))
+        using (var writer = DiskImage.Open(dir.File("mid.qed"), options: new ImageOpenOptions { NoBacking = true }))
         {
             var e = await Assert.ThrowsAsync<QedBackingFileException>(() => Open(top, useAsync));
             Assert.IsType<QedLockException>(e.InnerException);

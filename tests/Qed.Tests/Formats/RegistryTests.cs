@@ -85,7 +85,7 @@ public class RegistryTests
     {
         using var dir = new TempDirectory();
         var e = Assert.Throws<QedUnsupportedException>(() => DiskImage.Open(dir.File("missing"), name));
-        Assert.Equal($"Unknown driver '{name}': qed reads only QED and raw images", e.Message);
+        Assert.Equal($"Unknown driver '{name}': this library reads QED and raw images", e.Message);
     }
 
     [Theory]
@@ -100,7 +100,7 @@ public class RegistryTests
         {
             await using var device = useAsync ? await DiskImage.OpenAsync(path) : DiskImage.Open(path);
         });
-        Assert.Equal($"'{path}' is a vhdx image; qed reads only QED and raw images", e.Message);
+        Assert.Equal($"'{path}' is a vhdx image, which this library does not read (it reads QED and raw images)", e.Message);
     }
 
     [Fact]
@@ -121,12 +121,12 @@ public class RegistryTests
         using var dir = new TempDirectory();
         File.WriteAllBytes(dir.File("six.raw"), new byte[6]);
         Img.Create(dir.File("o.qed"), 3 * Img.MiB, 4096, 2, backing: "six.raw", backingFormat: "raw");
-        using (var raw = ImageFormats.Raw.Open(dir.File("six.raw"), new QedOpenOptions { ReadOnly = true }))
+        using (var raw = ImageFormats.Raw.Open(dir.File("six.raw"), new ImageOpenOptions { ReadOnly = true }))
         {
             // QEMU counts raw files in whole sectors.
             Assert.Equal(new ImageDescription { Format = "raw", VirtualSize = 512 }, ImageFormats.Raw.Describe(raw));
         }
-        using var qed = ImageFormats.Qed.Open(dir.File("o.qed"), new QedOpenOptions { ReadOnly = true, NoBacking = true });
+        using var qed = ImageFormats.Qed.Open(dir.File("o.qed"), new ImageOpenOptions { ReadOnly = true, NoBacking = true });
         Assert.Equal(new ImageDescription
         {
             Format = "qed",
@@ -146,14 +146,14 @@ public class RegistryTests
         using var dir = new TempDirectory();
         Img.Create(dir.File("a.qed"), Img.MiB);
         File.WriteAllBytes(dir.File("b.raw"), new byte[4096]);
-        await using (var qed = DiskImage.Open(dir.File("a.qed"), options: new QedOpenOptions { ReadOnly = true }))
+        await using (var qed = DiskImage.Open(dir.File("a.qed"), options: new ImageOpenOptions { ReadOnly = true }))
         {
             var result = useAsync ? await ImageFormats.Qed.CheckAsync(qed) : ImageFormats.Qed.Check(qed);
             Assert.True(result.IsClean);
             Assert.Equal(16, result.TotalClusters);
         }
-        await using var raw = DiskImage.Open(dir.File("b.raw"), options: new QedOpenOptions { ReadOnly = true });
-        Assert.Throws<NotSupportedException>(() => ImageFormats.Raw.Check(raw, RepairMode.All));
+        await using var raw = DiskImage.Open(dir.File("b.raw"), options: new ImageOpenOptions { ReadOnly = true });
+        Assert.Throws<QedUnsupportedException>(() => ImageFormats.Raw.Check(raw, RepairMode.All));
         Assert.Null(ImageFormats.Raw.GetCacheStatistics(raw));
         Assert.Throws<ArgumentException>(() => ImageFormats.Qed.Describe(raw));
     }
@@ -201,14 +201,14 @@ public class RegistryTests
             Assert.False(File.Exists(path));
         }
         Assert.Equal(5, bad.Length);
-        Assert.Throws<NotSupportedException>(() => ImageFormats.Find("vdi")!.Create(path, new ImageCreateOptions { Size = 0 }));
+        Assert.Throws<QedUnsupportedException>(() => ImageFormats.Find("vdi")!.Create(path, new ImageCreateOptions { Size = 0 }));
         Assert.False(File.Exists(path));
     }
 
     [Fact]
     public void Locks_FollowTheFormat()
     {
-        var writable = new QedOpenOptions();
+        var writable = new ImageOpenOptions();
         Assert.Equal(new ImageLockSet(ImagePermissions.ConsistentRead | ImagePermissions.Write | ImagePermissions.Resize, ImagePermissions.Write | ImagePermissions.Resize),
             ImageLockSet.ForOpen(ImageFormats.Qed, writable));
         Assert.Equal(new ImageLockSet(ImagePermissions.ConsistentRead | ImagePermissions.Write, ImagePermissions.None), ImageLockSet.ForOpen(ImageFormats.Raw, writable));

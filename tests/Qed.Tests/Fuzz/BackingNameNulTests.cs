@@ -30,7 +30,7 @@ public class BackingNameNulTests
         using var dir = new TempDirectory();
         string path = Make(dir, "base.raw\0zz"u8.ToArray());
         Assert.Contains("backing file: base.raw\n", Tools.QemuImg(dir.Path, "info", "n.qed").StdOut, StringComparison.Ordinal);
-        using (var image = QedImage.Open(path, new QedOpenOptions { ReadOnly = true }))
+        using (var image = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true }))
         {
             Assert.Equal("base.raw", image.BackingFileName);
             Assert.Equal(Tools.QemuFlattenDigest(dir.Path, "n.qed"), DeviceDigest.Sha256(image));
@@ -52,7 +52,7 @@ public class BackingNameNulTests
             image.Write(new byte[] { 1, 2, 3 }, 40_000);
         }
         Assert.Equal(0, Tools.QemuImgRaw(dir.Path, "check", "-f", "qed", "n.qed").ExitCode);
-        using (var image = QedImage.Open(path, new QedOpenOptions { ReadOnly = true }))
+        using (var image = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true }))
         {
             Assert.Equal(Tools.QemuFlattenDigest(dir.Path, "n.qed"), DeviceDigest.Sha256(image));
         }

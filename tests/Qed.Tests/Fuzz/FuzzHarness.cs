@@ -110,7 +110,7 @@ internal static class FuzzHarness
     }
 
     private static QedImage Open(MemoryFileAccessor file, string path, bool readOnly) =>
-        QedImage.OpenCoreAsync(file, new QedOpenOptions { ReadOnly = readOnly, L2CacheSize = 64 * 1024 }, BackingChain.Start(path), useAsync: false, CancellationToken.None)
+        QedImage.OpenCoreAsync(file, new ImageOpenOptions { ReadOnly = readOnly, L2CacheSize = 64 * 1024 }, BackingChain.Start(path), useAsync: false, CancellationToken.None)
             .GetAwaiter().GetResult();
 
     /// <summary>Maps the disk extent by extent and reads what each extent holds (the data side of convert and map).</summary>

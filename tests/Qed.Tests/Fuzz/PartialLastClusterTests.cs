@@ -80,7 +80,7 @@ public class PartialLastClusterTests
         var qemu = Tools.QemuImgRaw(dir.Path, "check", "-f", "qed", "--output=json", "p.qed");
         Assert.Equal(2, qemu.ExitCode);
         Assert.Contains("\"corruptions\": 1,", qemu.StdOut, StringComparison.Ordinal);
-        using var image = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var image = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal(1, image.Check().Corruptions);
         Assert.Equal(FileEnd, image.AllocationEnd);
     }

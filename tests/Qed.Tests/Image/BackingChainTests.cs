@@ -101,7 +101,7 @@ public class BackingChainTests
         Assert.Equal(before, Tools.Sha256OfFile(dir.File("sub/ov.qed")));
 
         // Without the chain the image opens (for info / rebase -u).
-        await using var image = await Img.Open(dir.File("sub/ov.qed"), useAsync, options: new QedOpenOptions { NoBacking = true });
+        await using var image = await Img.Open(dir.File("sub/ov.qed"), useAsync, options: new ImageOpenOptions { NoBacking = true });
         Assert.Null(image.Backing);
         Assert.Equal("gone.raw", image.BackingFileName);
     }
@@ -181,11 +181,11 @@ public class BackingChainTests
         {
             Img.Create(dir.File($"l{i}.img"), Img.MiB, backing: $"l{i - 1}.img", backingFormat: i == 1 ? "raw" : "qed");
         }
-        using (var ok = QedImage.Open(dir.File("l5.img"), new QedOpenOptions { MaxBackingDepth = 5 }))
+        using (var ok = QedImage.Open(dir.File("l5.img"), new ImageOpenOptions { MaxBackingDepth = 5 }))
         {
             Assert.NotNull(ok.Backing);
         }
-        Assert.Throws<QedBackingFileException>(() => QedImage.Open(dir.File("l5.img"), new QedOpenOptions { MaxBackingDepth = 4 }));
+        Assert.Throws<QedBackingFileException>(() => QedImage.Open(dir.File("l5.img"), new ImageOpenOptions { MaxBackingDepth = 4 }));
     }
 
     [Theory]

@@ -49,15 +49,15 @@ public class ConcurrencyTests
     [Theory]
     [MemberData(nameof(Cases))]
     public Task InterleavedOwners_SharingClusters(int cs, int ts, bool withBacking, bool useAsync) =>
-        InterleavedOwners(cs, ts, withBacking, useAsync, new QedOpenOptions());
+        InterleavedOwners(cs, ts, withBacking, useAsync, new ImageOpenOptions());
 
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public Task InterleavedOwners_WithSmallSlicesAndATinyCache(bool useAsync) =>
-        InterleavedOwners(4096, 2, withBacking: true, useAsync, new QedOpenOptions { L2SliceSize = 512, L2CacheSize = 2048 });
+        InterleavedOwners(4096, 2, withBacking: true, useAsync, new ImageOpenOptions { L2SliceSize = 512, L2CacheSize = 2048 });
 
-    private static async Task InterleavedOwners(int cs, int ts, bool withBacking, bool useAsync, QedOpenOptions options)
+    private static async Task InterleavedOwners(int cs, int ts, bool withBacking, bool useAsync, ImageOpenOptions options)
     {
         const int Unit = 2048; // thread t owns the units with (offset / Unit) % Threads == t
         long size = 8L * Img.MiB + 512 * 3;

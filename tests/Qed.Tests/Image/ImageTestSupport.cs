@@ -28,9 +28,9 @@ internal static class Img
     public static void Create(string path, long size, int clusterSize = 65536, int tableSize = 4, string? backing = null, string? backingFormat = null) =>
         QedImage.Create(path, new QedCreateOptions { Size = size, ClusterSize = clusterSize, TableSize = tableSize, BackingFile = backing, BackingFormat = backingFormat });
 
-    public static async Task<QedImage> Open(string path, bool useAsync, bool readOnly = false, QedOpenOptions? options = null)
+    public static async Task<QedImage> Open(string path, bool useAsync, bool readOnly = false, ImageOpenOptions? options = null)
     {
-        options ??= new QedOpenOptions();
+        options ??= new ImageOpenOptions();
         options = options with { ReadOnly = readOnly || options.ReadOnly };
         return useAsync ? await QedImage.OpenAsync(path, options) : QedImage.Open(path, options);
     }
@@ -176,8 +176,8 @@ internal static class Img
     }
 
     /// <summary>Opens a QED image over a custom <see cref="FileAccessor"/> (to observe or fail its I/O).</summary>
-    public static async Task<QedImage> OpenOver(FileAccessor file, bool useAsync, QedOpenOptions? options = null) =>
-        await QedImage.OpenCoreAsync(file, options ?? new QedOpenOptions(), BackingChain.Start(file.Path), useAsync, CancellationToken.None);
+    public static async Task<QedImage> OpenOver(FileAccessor file, bool useAsync, ImageOpenOptions? options = null) =>
+        await QedImage.OpenCoreAsync(file, options ?? new ImageOpenOptions(), BackingChain.Start(file.Path), useAsync, CancellationToken.None);
 
     /// <summary>Runs <paramref name="body"/> and fails if it does not finish in time (corrupt images must fail, not hang).</summary>
     public static async Task<T> WithTimeout<T>(Func<Task<T>> body, int seconds = 10) =>

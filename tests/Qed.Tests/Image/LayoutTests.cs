@@ -90,7 +90,7 @@ public class LayoutTests
         Assert.Equal(0x9000UL, Img.FileU64(path, 0x4000 + 258 * 8));
         Assert.Equal(0xb000UL, Img.FileU64(path, 0x1000 + 3 * 8)); // L1[3]
         Assert.Equal(0xa000UL, Img.FileU64(path, 0xb000 + 1023 * 8));
-        using var reader = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reader = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal("00cd3d5d8f79b7f8fd5d8ec43b584f12b84abc7757d5ddafffa90bb165127208", DeviceDigest.Sha256(reader));
     }
 
@@ -130,7 +130,7 @@ public class LayoutTests
         Assert.Equal(0x400000UL, Img.FileU64(path, 0x100000));
         Assert.Equal(0x300000UL, Img.FileU64(path, 0x400000 + 3 * 8));
         Assert.Equal(6L * Img.MiB, Img.FileLength(path));
-        using var reader = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reader = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal("a2fc800650c9c99fc5e0f028c7b5e45f95a9a57e148e92abe4f188cadda3c217", DeviceDigest.Sha256(reader));
     }
 
@@ -157,7 +157,7 @@ public class LayoutTests
         Assert.Equal(0x10000UL, Img.FileU64(path, 0x5000 + 1023 * 8));
         Assert.Equal(0x11000UL, Img.FileU64(path, 0x8000));
         Assert.Equal(0x12000, Img.FileLength(path));
-        using var reader = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reader = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal("d743738fcdab7b742f80137e61445e2cecb5035fa746e17ca6fd3e7f6398b61c", DeviceDigest.Sha256(reader));
     }
 
@@ -207,7 +207,7 @@ public class LayoutTests
         byte[] cluster = Img.FileBytes(path, 0xa0000, 0x10000);
         Img.AllBytes(0x01, cluster.AsSpan(0, 4096));
         Img.AllBytes(0, cluster.AsSpan(4096));
-        using var reader = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reader = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Img.AllBytes(0x24, Img.ReadSync(reader, 0, 65536));
     }
 
@@ -232,7 +232,7 @@ public class LayoutTests
         Assert.Equal(0xa0000UL, Img.FileU64(path, 0x60000 + 2 * 8));
         Assert.Equal(0xb0000UL, Img.FileU64(path, 0x60000 + 16 * 8));
         Assert.Equal(0xc0000, Img.FileLength(path));
-        using var reader = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reader = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal("71dd67437e01301bea79cfc97f5e694f190d187b6994e81247b918add0f80b6f", DeviceDigest.Sha256(reader));
     }
 
@@ -259,7 +259,7 @@ public class LayoutTests
         byte[] cluster = Img.FileBytes(path, (long)data, 65536);
         int eofInCluster = 1_000_000 - 15 * 65536;
         Img.AllBytes(0, cluster.AsSpan(eofInCluster));
-        using var reader = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reader = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal("735a186dd48b82e734f565268dd105fa655327a5993d541328b7cd9f828c2f28", DeviceDigest.Sha256(reader));
     }
 
@@ -296,7 +296,7 @@ public class LayoutTests
         }
         Assert.Equal(0x70000UL, Img.FileU64(path, 0x20000));
         Assert.Equal(0x60000UL, Img.FileU64(path, 0x70000));
-        using var reader = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reader = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal("268dca61dd255595c7d5f115de869b83d1aa55333d12f9f86c92c8846bb6c315", DeviceDigest.Sha256(reader));
     }
 
@@ -326,7 +326,7 @@ public class LayoutTests
         }
         Assert.Equal(0UL, BitConverter.ToUInt64(table, 4096 * 8));
         Assert.Equal(0x11000L + 16 * Img.MiB + 0x10000, Img.FileLength(path));
-        using var reader = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reader = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal("af3d6a16f2c0984d642b1e043da9fdea5d974136924f9eee15485476ed30f5e0", DeviceDigest.Sha256(reader));
     }
 

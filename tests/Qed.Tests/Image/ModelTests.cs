@@ -163,7 +163,7 @@ public class ModelTests
         var random = new Random(seed);
         string context = $"cs={cs} ts={ts} backing={withBacking} async={useAsync} seed={seed}";
         var geometry = new QedGeometry(cs, ts);
-        long sliceSpan = Math.Min(geometry.L2Span, (long)(QedOpenOptions.DefaultL2SliceSize / 8) * cs);
+        long sliceSpan = Math.Min(geometry.L2Span, (long)(ImageOpenOptions.DefaultL2SliceSize / 8) * cs);
         long span = geometry.L2Span;
         long window = Math.Max(8L * cs, Img.MiB);
         long size = span + 3L * cs + 1536; // the last cluster is partial
@@ -297,7 +297,7 @@ public class ModelTests
         {
             Img.Create(path, size, 4096, 2);
         }
-        var options = new QedOpenOptions { L2SliceSize = 512, L2CacheSize = 8 * 512 };
+        var options = new ImageOpenOptions { L2SliceSize = 512, L2CacheSize = 8 * 512 };
         await using var image = await Img.Open(path, useAsync, options: options);
         for (int op = 0; op < 120; op++)
         {
@@ -348,7 +348,7 @@ public class ModelTests
         using var dir = new TempDirectory();
         string path = dir.File("tiny-cache.qed");
         Img.Create(path, size, 4096, 2);
-        var options = new QedOpenOptions { L2CacheSize = 512, L2SliceSize = 512 };
+        var options = new ImageOpenOptions { L2CacheSize = 512, L2SliceSize = 512 };
         Task<QedImage> Reopen() => Img.Open(path, useAsync, options: options);
         var image = await Reopen();
         try

@@ -83,7 +83,7 @@ public class OpenFailureTests
         // The same through DiskImage with the format forced.
         var forced = await Assert.ThrowsAnyAsync<QedException>(async () =>
         {
-            var options = new QedOpenOptions { ReadOnly = readOnly };
+            var options = new ImageOpenOptions { ReadOnly = readOnly };
             await using var device = useAsync ? await DiskImage.OpenAsync(path, "qed", options) : DiskImage.Open(path, "qed", options);
         });
         Assert.StartsWith(message, forced.Message, StringComparison.Ordinal);

@@ -29,11 +29,11 @@ public class OpenOrderTests
         File.WriteAllBytes(dir.File("b.raw"), Enumerable.Repeat((byte)0xb0, 1 << 20).ToArray());
         string path = dir.File("o.qed");
         QedImage.Create(path, new QedCreateOptions { Size = 1 << 20, BackingFile = "b.raw", BackingFormat = "raw" });
-        using (var image = QedImage.Open(path, new QedOpenOptions { NoBacking = true }))
+        using (var image = QedImage.Open(path, new ImageOpenOptions { NoBacking = true }))
         {
             Assert.Throws<QedBackingFileException>(() => image.Write(new byte[100], 1000));
         }
-        using var reopened = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reopened = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         byte[] data = new byte[4096];
         reopened.Read(data, 0);
         Assert.All(data, b => Assert.Equal(0xb0, b));

@@ -187,7 +187,7 @@ public class QedCreateTests
         string path = dir.File("big.qed");
         Img.Create(path, 64L << 40);
         Assert.Equal(64UL << 40, Img.FileHeader(path).ImageSize);
-        using var image = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var image = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal(64L << 40, image.Size);
     }
 
@@ -273,7 +273,7 @@ public class QedCreateTests
         string path = dir.File("n.qed");
         Img.Create(path, Img.MiB, backing: new string('n', 4095));
         Assert.Equal(4095u, Img.FileHeader(path).BackingFilenameSize);
-        using (var image = QedImage.Open(path, new QedOpenOptions { NoBacking = true }))
+        using (var image = QedImage.Open(path, new ImageOpenOptions { NoBacking = true }))
         {
             Assert.Equal(new string('n', 4095), image.BackingFileName);
         }
@@ -299,7 +299,7 @@ public class QedCreateTests
         using var dir = new TempDirectory();
         string fits = dir.File("fits.qed");
         Img.Create(fits, Img.MiB, 4096, 2, backing: new string('f', 4096 - 64));
-        using (var image = QedImage.Open(fits, new QedOpenOptions { NoBacking = true }))
+        using (var image = QedImage.Open(fits, new ImageOpenOptions { NoBacking = true }))
         {
             Assert.Equal(4032, image.BackingFileName!.Length);
         }

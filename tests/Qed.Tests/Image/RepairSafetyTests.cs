@@ -18,7 +18,7 @@ public class RepairSafetyTests
         Tools.PokeU64(path, 0x60008, 0xa0200); // L2[1] points into the last cluster, unaligned
         long length = new FileInfo(path).Length;
 
-        using (var image = QedImage.Open(path, new QedOpenOptions { SkipCheckOnOpen = true }))
+        using (var image = QedImage.Open(path, new ImageOpenOptions { SkipCheckOnOpen = true }))
         {
             var result = image.Check(RepairMode.Leaks);
             Assert.Equal(1, result.Corruptions);
@@ -26,7 +26,7 @@ public class RepairSafetyTests
         }
         Assert.Equal(length, new FileInfo(path).Length);
 
-        using (var image = QedImage.Open(path, new QedOpenOptions { SkipCheckOnOpen = true }))
+        using (var image = QedImage.Open(path, new ImageOpenOptions { SkipCheckOnOpen = true }))
         {
             // -r all zeroes the entry first; then nothing points into the cluster and it can go.
             var result = image.Check(RepairMode.All);
@@ -48,7 +48,7 @@ public class RepairSafetyTests
         Tools.Poke(path, 16, 0x02);                // need check
         byte[] before = SHA256.HashData(File.ReadAllBytes(path));
 
-        using (var image = QedImage.Open(path, new QedOpenOptions { ReadOnly = true }))
+        using (var image = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true }))
         {
             Assert.True(image.Header.NeedsCheck);
             byte[] first = new byte[65536];

@@ -43,7 +43,7 @@ public class WriteZeroesTests
         Assert.Equal(1UL, Img.FileU64(path, 0x50000 + 16 * 8));
         Assert.Equal(0x90000UL, Img.FileU64(path, 0x50000 + 32 * 8));
         Assert.Equal(0xa0000, Img.FileLength(path));
-        using var reader = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reader = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal("d185070e8bd87833c8e2fcc33ac322d424fb919399ce4568b6a83c2df65c61e9", DeviceDigest.Sha256(reader));
     }
 
@@ -66,7 +66,7 @@ public class WriteZeroesTests
         }
         Assert.Equal(0x50000UL, Img.FileU64(path, L2));
         Img.AllBytes(0, Img.FileBytes(path, 0x50000, Cs), "data cluster on disk");
-        using var reader = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reader = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal("30e14955ebf1352266dc2ff8067e68104607e750abb9d3b36582b8af909fcb58", DeviceDigest.Sha256(reader));
     }
 
@@ -91,7 +91,7 @@ public class WriteZeroesTests
             Img.AllBytes(0, head.AsSpan(8192, Cs - 8192));
             Img.AllBytes(0xb0, head.AsSpan(Cs));
         }
-        using var reader = QedImage.Open(path, new QedOpenOptions { ReadOnly = true });
+        using var reader = QedImage.Open(path, new ImageOpenOptions { ReadOnly = true });
         Assert.Equal("7445f92e5501547f6352468790b5ca687fa4a3ad4254c00c7fa082c24372ba31", DeviceDigest.Sha256(reader));
     }
 

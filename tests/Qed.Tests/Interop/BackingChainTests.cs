@@ -72,7 +72,7 @@ public sealed class BackingChainTests
 
         // Our whole-disk read equals qemu-img convert's (sync and async), and both equal the model.
         Assert.Equal(model.Sha256(), InteropAssert.ReadsLikeQemu(tmp.Path, "top.qed"));
-        using (var probed = DiskImage.Open(tmp.File("top.qed"), null, new QedOpenOptions { ReadOnly = true }))
+        using (var probed = DiskImage.Open(tmp.File("top.qed"), null, new ImageOpenOptions { ReadOnly = true }))
         {
             InteropAssert.ReadsLikeModel(probed, model, $"top ({upper} over {lower})");
             Assert.Equal("qed", probed.Backing!.FormatName);

@@ -147,12 +147,12 @@ public sealed class GeometryMatrixTests
     }
 
     /// <summary>Our L2 cache is varied across the matrix: the default, one 512-byte slice in all (every lookup may miss), or whole tables with room for one.</summary>
-    private static QedOpenOptions CacheVariant(QedGeometry geometry, bool withBacking) =>
+    private static ImageOpenOptions CacheVariant(QedGeometry geometry, bool withBacking) =>
         ((geometry.ClusterBits + geometry.TableSize + (withBacking ? 1 : 0)) % 3) switch
         {
-            0 => new QedOpenOptions(),
-            1 => new QedOpenOptions { L2SliceSize = 512, L2CacheSize = 512 },
-            _ => new QedOpenOptions { L2SliceSize = 1 << 26, L2CacheSize = geometry.TableBytes },
+            0 => new ImageOpenOptions(),
+            1 => new ImageOpenOptions { L2SliceSize = 512, L2CacheSize = 512 },
+            _ => new ImageOpenOptions { L2SliceSize = 1 << 26, L2CacheSize = geometry.TableBytes },
         };
 
     /// <summary>

@@ -16,7 +16,7 @@ internal abstract class ImageWriter
     public static ImageWriter Qemu { get; } = new QemuWriter();
 
     /// <summary>Our engine; <paramref name="useAsync"/> null alternates the sync and async APIs op by op; <paramref name="options"/> for the writable opens.</summary>
-    public static ImageWriter Qed(bool? useAsync = null, QedOpenOptions? options = null) => new QedWriter(useAsync, options ?? new QedOpenOptions());
+    public static ImageWriter Qed(bool? useAsync = null, ImageOpenOptions? options = null) => new QedWriter(useAsync, options ?? new ImageOpenOptions());
 
     public abstract string Name { get; }
 
@@ -69,7 +69,7 @@ internal abstract class ImageWriter
             Tools.QemuIo(dir, "raw", name, [.. ops.Select(o => o.ToQemuIo())]);
     }
 
-    private sealed class QedWriter(bool? useAsync, QedOpenOptions options) : ImageWriter
+    private sealed class QedWriter(bool? useAsync, ImageOpenOptions options) : ImageWriter
     {
         public override string Name => useAsync switch { null => "qed", true => "qed-async", false => "qed-sync" };
 
@@ -80,7 +80,7 @@ internal abstract class ImageWriter
             string path = Path.Combine(dir, name);
             if (size is null)
             {
-                using var below = DiskImage.Open(Path.Combine(dir, backing!), backingFormat, new QedOpenOptions { ReadOnly = true });
+                using var below = DiskImage.Open(Path.Combine(dir, backing!), backingFormat, new ImageOpenOptions { ReadOnly = true });
                 size = below.Size;
             }
             var create = new QedCreateOptions { Size = size.Value, ClusterSize = clusterSize, TableSize = tableSize, BackingFile = backing, BackingFormat = backingFormat };

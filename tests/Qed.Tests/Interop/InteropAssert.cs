@@ -66,8 +66,8 @@ internal static class FileAssert
 /// <summary>Assertions that compare what our engine reads with QEMU's view or with a model.</summary>
 internal static class InteropAssert
 {
-    public static QedImage OpenReadOnly(string path, QedOpenOptions? options = null) =>
-        QedImage.Open(path, (options ?? new QedOpenOptions()) with { ReadOnly = true });
+    public static QedImage OpenReadOnly(string path, ImageOpenOptions? options = null) =>
+        QedImage.Open(path, (options ?? new ImageOpenOptions()) with { ReadOnly = true });
 
     /// <summary>Fails with the first differing offset.</summary>
     public static void SameBytes(ReadOnlySpan<byte> expected, ReadOnlySpan<byte> actual, long baseOffset, string what)

@@ -26,20 +26,22 @@ public sealed class LibraryLockTests : IDisposable
     [InlineData(true)]
     public async Task A_second_open_in_the_same_process_is_refused_until_the_first_is_closed(bool useAsync)
     {
-        var first = await Open(new QedOpenOptions(), useAsync);
+        var first = await Open(new ImageOpenOptions(), useAsync);
         Assert.Equal(s_qedWritable, LockTable.Bytes(Path));
 
-        var writer = await Assert.ThrowsAsync<QedLockException>(async () => await Open(new QedOpenOptions(), useAsync));
+        var writer = await Assert.ThrowsAsync<QedLockException>(async () => await Open(new ImageOpenOptions(), useAsync));
         Assert.Equal("Failed to get \"write\" lock", writer.Message);
         Assert.Equal($"Is another process using the image [{Path}]?", writer.Hint);
-        var reader = await Assert.ThrowsAsync<QedLockException>(async () => await Open(new QedOpenOptions { ReadOnly = true }, useAsync));
+        Assert.True(writer.IsConflict);
+        Assert.Equal(Path, writer.ImagePath);
+        var reader = await Assert.ThrowsAsync<QedLockException>(async () => await Open(new ImageOpenOptions { ReadOnly = true }, useAsync));
         Assert.Equal("Failed to get shared \"write\" lock", reader.Message);
         // The refused opens left nothing behind: only the first open's bytes are locked.
         Assert.Equal(s_qedWritable, LockTable.Bytes(Path));
 
         await first.DisposeAsync();
         Assert.Empty(LockTable.Bytes(Path));
-        await using var second = await Open(new QedOpenOptions(), useAsync);
+        await using var second = await Open(new ImageOpenOptions(), useAsync);
         Assert.Equal(s_qedWritable, LockTable.Bytes(Path));
     }
 
@@ -48,14 +50,14 @@ public sealed class LibraryLockTests : IDisposable
     {
         using var qemu = BackgroundProcess.Start(_dir.Path, "qemu-io", "-c", "sleep 60000", "d.qed");
         var held = LockTable.WaitForHolder(Path, qemu);
-        Assert.Throws<QedLockException>(() => DiskImage.Open(Path, options: new QedOpenOptions { ReadOnly = true }));
+        Assert.Throws<QedLockException>(() => DiskImage.Open(Path, options: new ImageOpenOptions { ReadOnly = true }));
 
-        using (var device = DiskImage.Open(Path, options: new QedOpenOptions { ReadOnly = true, Locking = false }))
+        using (var device = DiskImage.Open(Path, options: new ImageOpenOptions { ReadOnly = true, Locking = false }))
         {
             device.Read(new byte[512], 0);
             Assert.Equal(held, LockTable.Bytes(Path));
         }
-        using (DiskImage.Open(Path, options: new QedOpenOptions { Locking = false }))
+        using (DiskImage.Open(Path, options: new ImageOpenOptions { Locking = false }))
         {
             Assert.Equal(held, LockTable.Bytes(Path));
         }
@@ -66,12 +68,12 @@ public sealed class LibraryLockTests : IDisposable
     {
         using var qemu = BackgroundProcess.Start(_dir.Path, "qemu-io", "-c", "sleep 60000", "d.qed");
         var held = LockTable.WaitForHolder(Path, qemu);
-        using (var device = DiskImage.Open(Path, options: new QedOpenOptions { ReadOnly = true, ForceShare = true }))
+        using (var device = DiskImage.Open(Path, options: new ImageOpenOptions { ReadOnly = true, ForceShare = true }))
         {
             device.Read(new byte[512], 0);
             Assert.Equal(held.Append(100).Order(), LockTable.Bytes(Path));
         }
-        Assert.Throws<ArgumentException>(() => DiskImage.Open(Path, options: new QedOpenOptions { ForceShare = true }));
+        Assert.Throws<ArgumentException>(() => DiskImage.Open(Path, options: new ImageOpenOptions { ForceShare = true }));
         Assert.Equal(held, LockTable.Bytes(Path));
     }
 
@@ -138,8 +140,8 @@ public sealed class LibraryLockTests : IDisposable
     [Fact]
     public void A_refused_change_of_locks_leaves_them_as_they_were()
     {
-        var readOnly = ImageLockSet.ForOpen(ImageFormats.Qed, new QedOpenOptions { ReadOnly = true });
-        var writable = ImageLockSet.ForOpen(ImageFormats.Qed, new QedOpenOptions());
+        var readOnly = ImageLockSet.ForOpen(ImageFormats.Qed, new ImageOpenOptions { ReadOnly = true });
+        var writable = ImageLockSet.ForOpen(ImageFormats.Qed, new ImageOpenOptions());
         using var other = HandleFileAccessor.Open(Path, readOnly: true);
         other.Lock(readOnly);
         using var file = HandleFileAccessor.Open(Path, readOnly: false);
@@ -197,6 +199,6 @@ public sealed class LibraryLockTests : IDisposable
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "close")]
     private static extern int Close(int descriptor);
 
-    private async Task<BlockDevice> Open(QedOpenOptions options, bool useAsync) =>
+    private async Task<BlockDevice> Open(ImageOpenOptions options, bool useAsync) =>
         useAsync ? await DiskImage.OpenAsync(Path, options: options) : DiskImage.Open(Path, options: options);
 }

@@ -37,7 +37,7 @@ internal static class ContinuedSessions
                 var script = new GuestScript(firstId: 1000 + 100 * k).Write(first, 512 * random.Next(1, 9));
                 return [.. script.Ops, .. GuestScript.Draw(random, 6, spec.Size, r => r.NextInt64(spec.Size - 12 * 1024), r => 512 * r.Next(1, 25), zeroes: 0.1, flushes: 0.2, firstId: 1001 + 100 * k)];
             }
-            runs.Add(await ContinueAsync(source, $"repair-at-open-{k}", input, features, Script, useAsync: k % 2 == 1, new QedOpenOptions(), maintenance: null));
+            runs.Add(await ContinueAsync(source, $"repair-at-open-{k}", input, features, Script, useAsync: k % 2 == 1, new ImageOpenOptions(), maintenance: null));
         }
         return runs;
     }
@@ -53,7 +53,7 @@ internal static class ContinuedSessions
             {
                 var (input, features) = chosen[k];
                 runs.Add(await ContinueAsync(source, $"check-repair-{source.Spec.Name}-{k}", input, features, _ => [], useAsync: k % 2 == 0,
-                    new QedOpenOptions { SkipCheckOnOpen = true }, RepairAsQedCheckDoes));
+                    new ImageOpenOptions { SkipCheckOnOpen = true }, RepairAsQedCheckDoes));
             }
         }
         return runs;
@@ -90,13 +90,13 @@ internal static class ContinuedSessions
         return 0;
     }
 
-    private static async Task<ContinuedRun> ContinueAsync(WorkloadRun source, string label, byte[] input, InputFeatures features, Func<QedImage, IReadOnlyList<GuestOp>> script, bool useAsync, QedOpenOptions options, Func<QedImage, Task>? maintenance)
+    private static async Task<ContinuedRun> ContinueAsync(WorkloadRun source, string label, byte[] input, InputFeatures features, Func<QedImage, IReadOnlyList<GuestOp>> script, bool useAsync, ImageOpenOptions options, Func<QedImage, Task>? maintenance)
     {
         string path = Path.Combine(source.Dir, label + ".qed");
         // The input is durable: what its repaired open reads is the baseline every crash of the new session must keep.
         var overlay = new List<(long Offset, byte[] Bytes)>();
         IReadOnlyList<GuestOp> ops;
-        using (var repaired = Open(new MemoryFileAccessor(path, input.ToArray()), new QedOpenOptions()))
+        using (var repaired = Open(new MemoryFileAccessor(path, input.ToArray()), new ImageOpenOptions()))
         {
             foreach (var (start, end) in source.Model.Regions)
             {
@@ -148,19 +148,19 @@ internal static class ContinuedSessions
 
     private static InputFeatures Describe(byte[] state, WorkloadRun source)
     {
-        using var image = Open(new MemoryFileAccessor(Path.Combine(source.Dir, "input.qed"), state, readOnly: true), new QedOpenOptions { ReadOnly = true });
+        using var image = Open(new MemoryFileAccessor(Path.Combine(source.Dir, "input.qed"), state, readOnly: true), new ImageOpenOptions { ReadOnly = true });
         var check = image.Check();
         // A partial last cluster matters when it holds something: the next allocation reuses it.
         int tail = state.Length % source.Spec.ClusterSize;
         bool partialTail = tail != 0 && state.AsSpan(state.Length - tail).ContainsAnyExcept((byte)0);
         long reclaimable;
-        using (var copy = Open(new MemoryFileAccessor(Path.Combine(source.Dir, "input.qed"), state.ToArray()), new QedOpenOptions { SkipCheckOnOpen = true }))
+        using (var copy = Open(new MemoryFileAccessor(Path.Combine(source.Dir, "input.qed"), state.ToArray()), new ImageOpenOptions { SkipCheckOnOpen = true }))
         {
             reclaimable = copy.Check(RepairMode.All).LeaksFixed;
         }
         return new InputFeatures(QedHeader.Parse(state).NeedsCheck, check.Corruptions > 0, partialTail, check.Leaks, reclaimable, check.AllocatedClusters);
     }
 
-    private static QedImage Open(FileAccessor file, QedOpenOptions options) =>
+    private static QedImage Open(FileAccessor file, ImageOpenOptions options) =>
         QedImage.OpenCoreAsync(file, options, BackingChain.Start(file.Path), useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
 }

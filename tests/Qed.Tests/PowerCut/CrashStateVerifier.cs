@@ -59,7 +59,7 @@ internal sealed class CrashStateVerifier
         Require(qemu.CheckErrors == 0 && qemu.ExitCode is 0 or 2 or 3, $"qemu-img check could not check the state: {qemu}");
         Require(qemu.Corruptions == 0 || needCheck, $"qemu-img check finds {qemu.Corruptions} corruptions but the need-check bit is clear: {qemu}");
 
-        using var readOnly = Open(new MemoryFileAccessor(path, state, readOnly: true), new QedOpenOptions { ReadOnly = true });
+        using var readOnly = Open(new MemoryFileAccessor(path, state, readOnly: true), new ImageOpenOptions { ReadOnly = true });
         Require(readOnly.Header.NeedsCheck == needCheck, "the read-only open changed the need-check bit");
         var ourCheck = readOnly.Check();
         Require(ourCheck.Corruptions == qemu.Corruptions && ourCheck.CheckErrors == 0, $"our check finds {ourCheck} where qemu-img check finds {qemu}");
@@ -68,7 +68,7 @@ internal sealed class CrashStateVerifier
         var regions = new List<(long Start, byte[] Bytes)>();
         bool unreadable = false;
         long firstUnreadable = -1;
-        using (var writable = Open(writableFile, new QedOpenOptions()))
+        using (var writable = Open(writableFile, new ImageOpenOptions()))
         {
             Require(!writable.Header.NeedsCheck, "the writable open left the need-check bit set (its repair found something it cannot fix)");
             var repairedCheck = writable.Check();
@@ -140,7 +140,7 @@ internal sealed class CrashStateVerifier
         return a.Length == b.Length && a.AsSpan(0, Start).SequenceEqual(b.AsSpan(0, Start)) && a.AsSpan(End).SequenceEqual(b.AsSpan(End));
     }
 
-    private static QedImage Open(FileAccessor file, QedOpenOptions options) =>
+    private static QedImage Open(FileAccessor file, ImageOpenOptions options) =>
         QedImage.OpenCoreAsync(file, options, BackingChain.Start(file.Path), useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
 
     private void RequireUnallocatedOutsideRegions(QedImage image)

@@ -19,10 +19,10 @@ internal sealed class RecordedSession
     /// Opens the image at <paramref name="path"/> (content <paramref name="initial"/>) with <paramref name="options"/>, runs
     /// <paramref name="maintenance"/> if any, then the requests, then closes it; the open and the close are logged too.
     /// </summary>
-    public static async Task<RecordedSession> RunAsync(string path, byte[] initial, IEnumerable<GuestOp> ops, bool useAsync, QedOpenOptions? options = null, Func<QedImage, Task>? maintenance = null)
+    public static async Task<RecordedSession> RunAsync(string path, byte[] initial, IEnumerable<GuestOp> ops, bool useAsync, ImageOpenOptions? options = null, Func<QedImage, Task>? maintenance = null)
     {
         var file = new RecordingFileAccessor(path, initial);
-        var image = await QedImage.OpenCoreAsync(file, options ?? new QedOpenOptions(), BackingChain.Start(path), useAsync, CancellationToken.None);
+        var image = await QedImage.OpenCoreAsync(file, options ?? new ImageOpenOptions(), BackingChain.Start(path), useAsync, CancellationToken.None);
         var done = new List<GuestOp>();
         try
         {

@@ -32,7 +32,7 @@ internal sealed class ForeignFormat : ImageFormat
     public override string Name { get; }
 
     /// <inheritdoc />
-    public override bool Recognizes(ReadOnlySpan<byte> head)
+    internal override bool Recognizes(ReadOnlySpan<byte> head)
     {
         if (head.Length < _offset)
         {

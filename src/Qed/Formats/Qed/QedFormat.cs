@@ -29,10 +29,10 @@ internal sealed class QedFormat : ImageFormat
     public override string Name => "qed";
 
     /// <inheritdoc />
-    public override string Title => "QED";
+    internal override string Title => "QED";
 
     /// <inheritdoc />
-    public override bool Recognizes(ReadOnlySpan<byte> head) => QedHeader.HasMagic(head);
+    internal override bool Recognizes(ReadOnlySpan<byte> head) => QedHeader.HasMagic(head);
 
     /// <inheritdoc />
     public override bool CanOpen => true;
@@ -50,7 +50,8 @@ internal sealed class QedFormat : ImageFormat
     public override bool CanCheck => true;
 
     /// <inheritdoc />
-    public override IReadOnlyList<ImageCreateOption> CreateOptions => s_createOptions;
+    // A read-only view: the array itself could be cast back and changed by a caller.
+    public override IReadOnlyList<ImageCreateOption> CreateOptions { get; } = Array.AsReadOnly(s_createOptions);
 
     /// <inheritdoc />
     public override ImageDescription Describe(BlockDevice device)
@@ -85,7 +86,7 @@ internal sealed class QedFormat : ImageFormat
     /// <inheritdoc />
     public override bool GrowsFile => true;
 
-    internal override async ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
+    internal override async ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
         new Opening(await QedImage.BeginOpenAsync(file, options, useAsync, cancellationToken).ConfigureAwait(false), options);
 
     /// <inheritdoc />
@@ -130,7 +131,7 @@ internal sealed class QedFormat : ImageFormat
         return device as QedImage ?? throw new ArgumentException($"'{device.FileName}' is a {device.FormatName} image, not {Title}.", nameof(device));
     }
 
-    private sealed class Opening(QedImage image, QedOpenOptions options) : ImageOpening
+    private sealed class Opening(QedImage image, ImageOpenOptions options) : ImageOpening
     {
         public override BlockDevice Device => image;
 

@@ -18,7 +18,7 @@ internal sealed class RawFormat : ImageFormat
     public override string Name => "raw";
 
     /// <inheritdoc />
-    public override bool Recognizes(ReadOnlySpan<byte> head) => false;
+    internal override bool Recognizes(ReadOnlySpan<byte> head) => false;
 
     /// <inheritdoc />
     public override bool CanOpen => true;
@@ -30,7 +30,8 @@ internal sealed class RawFormat : ImageFormat
     public override bool CanCreate => true;
 
     /// <inheritdoc />
-    public override IReadOnlyList<ImageCreateOption> CreateOptions => s_createOptions;
+    // A read-only view: the array itself could be cast back and changed by a caller.
+    public override IReadOnlyList<ImageCreateOption> CreateOptions { get; } = Array.AsReadOnly(s_createOptions);
 
     /// <inheritdoc />
     public override ImageDescription Describe(BlockDevice device)
@@ -42,7 +43,7 @@ internal sealed class RawFormat : ImageFormat
         return new ImageDescription { Format = Name, VirtualSize = rounded };
     }
 
-    internal override ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, QedOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
+    internal override ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
         new(new Opening(new RawImage(file)));
 
     /// <inheritdoc />

@@ -27,7 +27,7 @@ internal sealed class FaultSession
     /// <summary>Two whole tables' span and a part of a third.</summary>
     public const long Size = 2 * TableSpan + (1 << 20);
 
-    private static readonly QedOpenOptions s_options = new() { L2SliceSize = 512, L2CacheSize = 2 * 512 };
+    private static readonly ImageOpenOptions s_options = new() { L2SliceSize = 512, L2CacheSize = 2 * 512 };
 
     private readonly TempDirectory _dir;
     private readonly string _template;

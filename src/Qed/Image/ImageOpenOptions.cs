@@ -1,21 +1,21 @@
 namespace Qed.Image;
 
-/// <summary>Options for opening an image.</summary>
-public sealed record QedOpenOptions
+/// <summary>Options for opening an image of any format (<see cref="DiskImage"/>, <see cref="Formats.ImageFormat.Open"/>); the L2 cache settings apply to QED images only.</summary>
+public sealed record ImageOpenOptions
 {
     /// <summary>Default capacity of the L2 table cache in bytes.</summary>
-    public const long DefaultL2CacheSize = 32L * 1024 * 1024;
+    internal const long DefaultL2CacheSize = 32L * 1024 * 1024;
 
     /// <summary>Open without write access; nothing on disk changes.</summary>
     public bool ReadOnly { get; init; }
 
-    /// <summary>Bytes of L2 tables to keep cached (at least one table is always kept).</summary>
+    /// <summary>Bytes of L2 tables to keep cached (default 32 MiB; at least one table is always kept).</summary>
     public long L2CacheSize { get; init; } = DefaultL2CacheSize;
 
     /// <summary>Default size of one cached piece of an L2 table, in bytes.</summary>
-    public const int DefaultL2SliceSize = 4096;
+    internal const int DefaultL2SliceSize = 4096;
 
-    /// <summary>Bytes of an L2 table cached as one unit (a power of two from 512; capped at the table size). A miss reads only this much.</summary>
+    /// <summary>Bytes of an L2 table cached as one unit (a power of two from 512, default 4096; capped at the table size). A miss reads only this much.</summary>
     public int L2SliceSize
     {
         get => _l2SliceSize;
@@ -31,17 +31,17 @@ public sealed record QedOpenOptions
 
     private readonly int _l2SliceSize = DefaultL2SliceSize;
 
-    /// <summary>Do not open the backing chain (for info or rebase -u on an image whose backing file is missing).</summary>
+    /// <summary>Do not open the backing chain (to describe or re-point an image whose backing file is missing); reads of unallocated clusters then return zeros, and a write that needs backing data fails with <see cref="QedBackingFileException"/>.</summary>
     public bool NoBacking { get; init; }
 
-    /// <summary>Do not run the automatic check-and-repair that a writable open of an image with the need-check bit does (for <c>qed check</c>, which runs its own).</summary>
+    /// <summary>Do not run the automatic check-and-repair that a writable open of an image with the need-check bit does (for a caller that runs <see cref="Formats.ImageFormat.Check"/> itself and wants to see the damage first).</summary>
     public bool SkipCheckOnOpen { get; init; }
 
     /// <summary>Deepest backing chain accepted before the open fails.</summary>
     public int MaxBackingDepth { get; init; } = 64;
 
     /// <summary>
-    /// Take the byte-range locks QEMU takes (default true), so that QEMU and qed see each other: the open fails with a
+    /// Take the byte-range locks QEMU takes (default true), so that QEMU and this library see each other: the open fails with a
     /// <see cref="QedLockException"/> when another user excludes it (a writer of an image that is open elsewhere as
     /// QED; a reader of a QED image that someone writes), and while it lasts, others are refused alike. False opens
     /// without taking or testing any lock, like QEMU's <c>file.locking=off</c>: nothing then stops two writers from
