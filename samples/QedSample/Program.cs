@@ -1,5 +1,6 @@
 // Creates a QED image, writes and reads it back, lists what is allocated, and checks it.
 // Run: dotnet run --project samples/QedSample [IMAGE]    (default: sample.qed in the current directory)
+using Qed.Extents;
 using Qed.Image;
 
 string path = args.Length > 0 ? args[0] : "sample.qed";
@@ -15,9 +16,12 @@ using (QedImage image = QedImage.Open(path))
     image.Read(back, offset: 1 << 20);
     Console.WriteLine($"read back {(back.AsSpan().SequenceEqual(data) ? "what was written" : "something else")}");
 
-    // ---- extent map (Qed.Extents): the lead adds the listing here once the extents branch is merged ----
-    // It lists data / zero / unallocated extents with their depth in the chain and host offsets.
-    // ---- end of extent map ----
+    // What the disk holds, as qemu-img map lists it: data (with its place in the file), zeros, or nothing.
+    foreach (Extent extent in ExtentMap.Enumerate(image))
+    {
+        Console.WriteLine($"{extent.Offset,12} +{extent.Length,-12} {extent.State,-11} depth {extent.Depth}" +
+            (extent.IsData ? $" at file offset {extent.HostOffset}" : ""));
+    }
 
     var check = image.Check();
     Console.WriteLine($"check: {check.AllocatedClusters} of {check.TotalClusters} clusters allocated, " +

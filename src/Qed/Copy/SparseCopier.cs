@@ -42,7 +42,8 @@ public sealed class SparseCopier
     /// <param name="size">The size of the copy.</param>
     /// <param name="granule">Smallest unit tested for zeros and written: a power of two, clamped to 512 ..
     /// <see cref="ChunkSize"/>. The target's cluster size keeps a QED target's clusters whole.</param>
-    /// <exception cref="ArgumentException">The target is read-only or smaller than <paramref name="size"/>, or the granule is not a power of two.</exception>
+    /// <exception cref="QedReadOnlyException">The target is open read-only.</exception>
+    /// <exception cref="ArgumentException">The target is smaller than <paramref name="size"/>, or the granule is not a power of two.</exception>
     public SparseCopier(BlockDevice source, BlockDevice target, long size, int granule = 4096)
     {
         ArgumentNullException.ThrowIfNull(source);
@@ -50,7 +51,7 @@ public sealed class SparseCopier
         ArgumentOutOfRangeException.ThrowIfNegative(size);
         if (target.IsReadOnly)
         {
-            throw new ArgumentException($"'{target.FileName}' is open read-only", nameof(target));
+            throw new QedReadOnlyException($"'{target.FileName}' is open read-only");
         }
         if (target.Size < size)
         {
