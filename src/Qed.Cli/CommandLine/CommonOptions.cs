@@ -31,8 +31,11 @@ internal static class CommonOptions
         });
 
     /// <summary><c>--l2-cache-size=SIZE</c>, which every command that opens an image takes (not in qemu-img).</summary>
-    public static CliOption<long> L2CacheSize { get; } = new('\0', "l2-cache-size", "SIZE",
-        "bytes of L2 tables to keep in memory (default 32M; at least one table slice is kept)",
+    public static CliOption<long> L2CacheSize { get; } = L2CacheSizeWithDefault("32M");
+
+    /// <summary><c>--l2-cache-size=SIZE</c> for a command whose default differs (convert's, which walks in disk order).</summary>
+    public static CliOption<long> L2CacheSizeWithDefault(string defaultSize) => new('\0', "l2-cache-size", "SIZE",
+        $"bytes of L2 tables to keep in memory (default {defaultSize}; at least one table slice is kept)",
         v => SizeParser.ParseArgument(v, "L2 cache size"));
 
     /// <summary>

@@ -24,6 +24,9 @@ internal static class ConvertCommand
     private const int RawGranule = 4096;
     private const long DefaultL2CacheSize = 1024 * 1024;
 
+    // Convert walks the source and writes the target in disk order, so each table slice is needed only for a moment.
+    private static readonly CliOption<long> s_l2CacheSize = CommonOptions.L2CacheSizeWithDefault("1M");
+
     private static readonly CliOption<string> s_outputFormat = new('O', null, "qed|raw", "the format to write (default raw)", v => v);
     private static readonly CliFlag s_progress = new('p', null, "show progress");
 
@@ -40,7 +43,7 @@ internal static class ConvertCommand
         standalone, sparse image.
         """,
         CommonOptions.Help, CommonOptions.FormatLetter, s_outputFormat, CreateCommand.ImageOptions, s_progress, CommonOptions.Quiet,
-        s_sourceCache, s_cache, CommonOptions.ForceShare, CommonOptions.L2CacheSize);
+        s_sourceCache, s_cache, CommonOptions.ForceShare, s_l2CacheSize);
 
     /// <summary>Runs the command.</summary>
     public static int Run(IReadOnlyList<string> args, CommandContext context)
@@ -55,7 +58,7 @@ internal static class ConvertCommand
         bool progress = parsed.Has(s_progress);
         bool quiet = parsed.Has(CommonOptions.Quiet);
         bool forceShare = parsed.Has(CommonOptions.ForceShare);
-        long? l2CacheSize = parsed.GetValue(CommonOptions.L2CacheSize);
+        long? l2CacheSize = parsed.GetValue(s_l2CacheSize);
         var optionArguments = parsed.All(CreateCommand.ImageOptions);
 
         // Convert walks the source and writes the target in disk order, so each table slice is needed only for a moment: a

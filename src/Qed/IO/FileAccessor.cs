@@ -31,6 +31,9 @@ internal abstract class FileAccessor : IDisposable
     /// </summary>
     public virtual (bool IsData, long Length) ProbeAllocation(long offset, long length) => (true, length);
 
+    /// <summary>True when <see cref="ProbeAllocation"/> can report holes (otherwise it reports everything as data).</summary>
+    public virtual bool ReportsHoles => false;
+
     /// <summary>Sets the file length (extending with a hole or truncating).</summary>
     public abstract void SetLength(long length);
 

@@ -16,13 +16,16 @@ internal static partial class FileHoles
     private const int SeekHole = 4; // SEEK_HOLE
     private const int NoSuchAddress = 6; // ENXIO: no data at or after the offset
 
+    /// <summary>True where <see cref="Probe"/> asks the file system (64-bit Linux); elsewhere it reports everything as data.</summary>
+    public static bool IsSupported => OperatingSystem.IsLinux() && Environment.Is64BitProcess;
+
     /// <summary>
     /// Describes the range at <paramref name="offset"/>, at most <paramref name="length"/> bytes: whether it holds data
     /// (false: a hole, which reads as zeros) and how long the run of that kind is.
     /// </summary>
     public static (bool IsData, long Length) Probe(SafeFileHandle handle, long offset, long length)
     {
-        if (!OperatingSystem.IsLinux() || !Environment.Is64BitProcess)
+        if (!IsSupported)
         {
             return (true, length);
         }

@@ -150,6 +150,8 @@ internal sealed class HandleFileAccessor : FileAccessor
 
     public override (bool IsData, long Length) ProbeAllocation(long offset, long length) => FileHoles.Probe(_handle, offset, length);
 
+    public override bool ReportsHoles => FileHoles.IsSupported;
+
     public override void SetLength(long length) => RandomAccess.SetLength(_handle, length);
 
     public override void Dispose()

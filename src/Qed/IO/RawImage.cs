@@ -82,9 +82,12 @@ public sealed class RawImage : BlockDevice
         _file.WriteAsync(source, offset, useAsync, cancellationToken);
 
     /// <inheritdoc />
-    public override BlockDeviceCapabilities Capabilities => IsReadOnly
-        ? BlockDeviceCapabilities.None
-        : BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Shrink;
+    /// <remarks><see cref="BlockDeviceCapabilities.Extents"/> where the file's holes can be found (<c>SEEK_HOLE</c>).</remarks>
+    public override BlockDeviceCapabilities Capabilities =>
+        (IsReadOnly
+            ? BlockDeviceCapabilities.None
+            : BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Shrink)
+        | (_file.ReportsHoles ? BlockDeviceCapabilities.Extents : BlockDeviceCapabilities.None);
 
     /// <inheritdoc />
     /// <remarks>A hole punched in the file when unmapping is allowed, else the range zeroed in place; both with

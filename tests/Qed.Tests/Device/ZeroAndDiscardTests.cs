@@ -117,8 +117,8 @@ public class ZeroAndDiscardTests
     [Theory]
     [InlineData("qed", false, BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Extents)]
     [InlineData("qed", true, BlockDeviceCapabilities.Extents)]
-    [InlineData("raw", false, BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Shrink)]
-    [InlineData("raw", true, BlockDeviceCapabilities.None)]
+    [InlineData("raw", false, BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Shrink | BlockDeviceCapabilities.Extents)]
+    [InlineData("raw", true, BlockDeviceCapabilities.Extents)]
     public async Task Capabilities_SayWhatTheDeviceCanDo(string kind, bool readOnly, BlockDeviceCapabilities expected)
     {
         using var dir = new TempDirectory();

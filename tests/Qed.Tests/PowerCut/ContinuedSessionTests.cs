@@ -15,15 +15,14 @@ public class ContinuedSessionTests
         const int Inputs = 5, StatesEach = 60;
         var random = new Random(TestSeed.For("PowerCut.repair-at-open"));
         using var dir = new TempDirectory();
-        var source = await WorkloadRun.StartAsync(Workloads.EmptyImage4K, dir.Path, random);
-        var runs = await ContinuedSessions.RepairAtOpenAsync(source, random, Inputs);
+        var runs = await ContinuedSessions.RepairAtOpenAsync(() => WorkloadRun.StartAsync(Workloads.EmptyImage4K, dir.Path, random), random, Inputs);
 
         var tally = CheckContinued("repair-at-open", runs, dir.Path, random, StatesEach);
 
         Assert.True(tally.Checked >= Inputs * StatesEach, $"{tally}");
         // The inputs cover what the repair must handle: entries past the data, a partial last cluster, trailing leaks it reclaims.
         Assert.Contains(runs, r => r.Input.Corrupt);
-        Assert.Contains(runs, r => r.Input.PartialTail && r.Input.Reclaimable == 0 && r.Input.Allocated > 0);
+        Assert.Contains(runs, r => ContinuedSessions.IsMostTesting(r.Input));
         Assert.Contains(runs, r => r.Session.Log.Any(op => op.Kind == FileOpKind.SetLength));
     }
 
