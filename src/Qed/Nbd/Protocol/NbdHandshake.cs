@@ -22,6 +22,7 @@ internal static class NbdHandshake
 {
     // Greeting: NBDMAGIC, IHAVEOPT, u16 handshake flags.
     public const int GreetingSize = 18;
+    public const ushort GreetingFlags = NbdHandshakeFlags.FixedNewstyle | NbdHandshakeFlags.NoZeroes; // what we offer (both peers do)
     private const int GreetingMagicOffset = 0;
     private const int GreetingOptMagicOffset = 8;
     private const int GreetingFlagsOffset = 16;
