@@ -213,4 +213,19 @@ public sealed class ProtocolTests
         Assert.False(NbdHandshake.TryReadInfoText(new byte[2 + NbdLimits.MaxStringBytes + 1].AsSpan(), 0, out _, out error));
         Assert.Contains("exceeds 4096", error, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Export_name_reply_with_and_without_padding()
+    {
+        var buffer = new byte[NbdHandshake.ExportNameReplyPaddedSize];
+        buffer.AsSpan().Fill(0xee);
+        Assert.Equal(134, NbdHandshake.WriteExportNameReply(buffer, 0x4000000, 0x050f, noZeroes: false));
+        Assert.Equal(Hex("0000000004000000 050f"), buffer[..10]);
+        Assert.All(buffer[10..], b => Assert.Equal(0, b));
+
+        buffer.AsSpan().Fill(0xee);
+        Assert.Equal(10, NbdHandshake.WriteExportNameReply(buffer, 0x4000000, 0x050f, noZeroes: true));
+        Assert.Equal(Hex("0000000004000000 050f"), buffer[..10]);
+        Assert.Equal(0xee, buffer[10]); // nothing written past the 10 bytes
+    }
 }

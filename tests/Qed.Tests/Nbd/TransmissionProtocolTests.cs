@@ -127,6 +127,13 @@ public sealed class TransmissionProtocolTests
         Assert.Equal(6 + NbdLimits.MaxErrorMessageBytes, NbdTransmission.WriteError(big, NbdError.Io, longMessage));
         Assert.True(big.Length < 1000);
 
+        // The cut never splits a character: 450 two-byte characters plus one more would end mid-character at 900.
+        string wide = "x" + new string('é', 600);
+        var cut = new byte[NbdTransmission.ErrorLength(wide)];
+        Assert.Equal(6 + 899, NbdTransmission.WriteError(cut, NbdError.Io, wide));
+        Assert.True(NbdTransmission.TryReadError(cut, out _, out message, out _));
+        Assert.Equal("x" + new string('é', 449), message);
+
         Assert.Throws<ArgumentOutOfRangeException>(() => NbdTransmission.WriteError(new byte[16], NbdError.None, ""));
         Assert.False(NbdTransmission.TryReadError(Hex("00000016 0005 6e6f"), out _, out _, out error));
         Assert.Contains("message length 5 exceeds payload length 8", error, StringComparison.Ordinal);

@@ -42,6 +42,11 @@ internal static class NbdHandshake
     private const int ReplyTypeOffset = 12;
     private const int ReplyLengthOffset = 16;
 
+    // EXPORT_NAME reply (not an option reply): u64 size, u16 transmission flags, 124 zero bytes unless NO_ZEROES.
+    public const int ExportNameReplySize = 10;
+    public const int ExportNameReplyPaddedSize = 134;
+    private const int ExportNameFlagsOffset = 8;
+
     // INFO reply payloads: u16 info type, then data. Lengths include the type (NBD.md 1.7).
     private const int InfoTypeSize = 2;
     public const int InfoExportSize = 12;    // type, u64 size, u16 flags
@@ -177,6 +182,20 @@ internal static class NbdHandshake
         }
         header = new NbdOptionReplyHeader(option, type, length);
         return true;
+    }
+
+    /// <summary>
+    /// The EXPORT_NAME answer (NBD.md 1.5): transmission starts right after it. The 124-byte pad is written as
+    /// zeros unless the client sent C_NO_ZEROES.
+    /// </summary>
+    public static int WriteExportNameReply(Span<byte> destination, ulong size, ushort transmissionFlags, bool noZeroes)
+    {
+        int length = noZeroes ? ExportNameReplySize : ExportNameReplyPaddedSize;
+        destination = destination[..length];
+        BinaryPrimitives.WriteUInt64BigEndian(destination, size);
+        BinaryPrimitives.WriteUInt16BigEndian(destination[ExportNameFlagsOffset..], transmissionFlags);
+        destination[ExportNameReplySize..].Clear();
+        return length;
     }
 
     /// <summary>Size of an INFO/GO request payload for a name and a number of info requests.</summary>
@@ -356,25 +375,5 @@ internal static class NbdHandshake
         }
         error = null;
         return true;
-    }
-}
-
-/// <summary>Shared helpers of the readers.</summary>
-internal static class Wire
-{
-    public static bool Need(ReadOnlySpan<byte> source, int size, string what, out string? error)
-    {
-        if (source.Length >= size)
-        {
-            error = null;
-            return true;
-        }
-        return Fail(out error, $"{what} truncated: {source.Length} of {size} bytes");
-    }
-
-    public static bool Fail(out string? error, string message)
-    {
-        error = message;
-        return false;
     }
 }

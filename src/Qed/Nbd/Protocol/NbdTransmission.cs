@@ -236,11 +236,11 @@ internal static class NbdTransmission
     }
 
     /// <summary>Length of an ERROR payload; the message is cut to <see cref="NbdLimits.MaxErrorMessageBytes"/>.</summary>
-    public static int ErrorLength(string message) => ErrorFixedSize + Math.Min(Encoding.UTF8.GetByteCount(message), NbdLimits.MaxErrorMessageBytes);
+    public static int ErrorLength(string message) => ErrorFixedSize + Wire.Utf8PrefixLength(Wire.Utf8(message), NbdLimits.MaxErrorMessageBytes);
 
     /// <summary>
     /// Writes an ERROR payload (u32 error, u16 message length, message). Long messages are cut at a byte limit:
-    /// qemu's client refuses non-data chunks over 1000 bytes (NBD.md 2.3). Size the destination with
+    /// qemu's client refuses non-data chunks over 1000 bytes (NBD.md 2.3), on a character boundary. Size the destination with
     /// <see cref="ErrorLength"/>.
     /// </summary>
     public static int WriteError(Span<byte> destination, uint error, string message)
@@ -249,8 +249,8 @@ internal static class NbdTransmission
         {
             throw new ArgumentOutOfRangeException(nameof(error), "An error chunk must carry a non-zero error.");
         }
-        byte[] text = Encoding.UTF8.GetBytes(message);
-        int length = Math.Min(text.Length, NbdLimits.MaxErrorMessageBytes);
+        byte[] text = Wire.Utf8(message);
+        int length = Wire.Utf8PrefixLength(text, NbdLimits.MaxErrorMessageBytes);
         destination = destination[..(ErrorFixedSize + length)];
         BinaryPrimitives.WriteUInt32BigEndian(destination, error);
         BinaryPrimitives.WriteUInt16BigEndian(destination[ErrorMessageLengthOffset..], (ushort)length);
