@@ -23,12 +23,7 @@ public sealed class QemuNbdOracleTests(ITestOutputHelper output)
         string socketPath = dir.File("nbd.sock");
         Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", image, ImageSize.ToString(System.Globalization.CultureInfo.InvariantCulture));
 
-        var info = new ProcessStartInfo("qemu-nbd") { UseShellExecute = false, RedirectStandardError = true };
-        foreach (string argument in new[] { "-k", socketPath, "-f", "qed", image })
-        {
-            info.ArgumentList.Add(argument);
-        }
-        using var server = Process.Start(info) ?? throw new InvalidOperationException("could not start qemu-nbd");
+        using var server = StartQemuNbd(socketPath, image);
         try
         {
             WaitForSocket(socketPath, server);
@@ -98,6 +93,114 @@ public sealed class QemuNbdOracleTests(ITestOutputHelper output)
             }
             server.WaitForExit();
         }
+    }
+
+    [Fact]
+    public void Qemu_nbd_transmission_parses_with_our_readers()
+    {
+        // Structured replies, GO, then a READ over a hole and data, a FLUSH and a READ past the end: our request
+        // writer and chunk/simple reply readers against qemu-nbd's answers.
+        using var dir = new TempDirectory();
+        string image = dir.File("disk.qed");
+        string socketPath = dir.File("nbd.sock");
+        Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", image, ImageSize.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Tools.QemuIo(dir.Path, "qed", image, "write -P 0x61 64k 64k");
+
+        using var server = StartQemuNbd(socketPath, image);
+        try
+        {
+            WaitForSocket(socketPath, server);
+            using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            socket.ReceiveTimeout = (int)s_timeout.TotalMilliseconds;
+            socket.Connect(new UnixDomainSocketEndPoint(socketPath));
+            ReceiveExactly(socket, new byte[NbdHandshake.GreetingSize]);
+
+            var buffer = new byte[256];
+            int at = NbdHandshake.WriteClientFlags(buffer, NbdHandshakeFlags.ClientFixedNewstyle | NbdHandshakeFlags.ClientNoZeroes);
+            at += NbdHandshake.WriteOptionHeader(buffer.AsSpan(at), NbdOption.StructuredReply, 0);
+            socket.Send(buffer.AsSpan(0, at));
+            Assert.Equal(NbdOptionReply.Ack, ReceiveOptionReply(socket).Header.ReplyType);
+
+            at = NbdHandshake.WriteOptionHeader(buffer, NbdOption.Go, (uint)NbdHandshake.InfoRequestLength("", 0));
+            at += NbdHandshake.WriteInfoRequest(buffer.AsSpan(at), "", []);
+            socket.Send(buffer.AsSpan(0, at));
+            while (ReceiveOptionReply(socket).Header.ReplyType != NbdOptionReply.Ack)
+            {
+            }
+
+            const uint ReadLength = 128 * 1024;
+            socket.Send(buffer.AsSpan(0, NbdTransmission.WriteRequest(buffer, new NbdRequest(0, NbdCommand.Read, 0x1111, 0, ReadLength))));
+            var chunks = new List<string>();
+            var data = new byte[ReadLength];
+            data.AsSpan().Fill(0xff); // holes must be reported, not left as whatever was in the buffer
+            NbdChunkHeader chunk;
+            do
+            {
+                chunk = ReceiveChunk(socket, out byte[] payload);
+                Assert.Equal(0x1111UL, chunk.Cookie);
+                chunks.Add($"type {chunk.Type} len {chunk.Length} flags {chunk.Flags}");
+                if (chunk.Type == NbdChunk.TypeOffsetHole)
+                {
+                    Assert.True(NbdTransmission.TryReadOffsetHole(payload, out ulong offset, out uint size, out string? error), error);
+                    data.AsSpan((int)offset, (int)size).Clear();
+                }
+                else if (chunk.Type == NbdChunk.TypeOffsetData)
+                {
+                    ulong offset = System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(payload);
+                    payload.AsSpan(NbdTransmission.OffsetDataPrefixSize).CopyTo(data.AsSpan((int)offset));
+                }
+                else
+                {
+                    Assert.Equal(NbdChunk.TypeNone, chunk.Type);
+                }
+            }
+            while ((chunk.Flags & NbdChunk.FlagDone) == 0);
+            output.WriteLine($"READ 128 KiB: {string.Join("; ", chunks)}");
+            Assert.All(data.AsSpan(0, 64 * 1024).ToArray(), b => Assert.Equal(0, b));
+            Assert.All(data.AsSpan(64 * 1024).ToArray(), b => Assert.Equal(0x61, b));
+
+            socket.Send(buffer.AsSpan(0, NbdTransmission.WriteRequest(buffer, new NbdRequest(0, NbdCommand.Flush, 0x2222, 0, 0))));
+            ReceiveExactly(socket, buffer.AsSpan(0, NbdTransmission.SimpleReplySize));
+            Assert.True(NbdTransmission.TryReadSimpleReply(buffer, out var flush, out string? flushError), flushError);
+            Assert.Equal(new NbdSimpleReply(NbdError.None, 0x2222), flush);
+
+            socket.Send(buffer.AsSpan(0, NbdTransmission.WriteRequest(buffer, new NbdRequest(0, NbdCommand.Read, 0x3333, (ulong)ImageSize, 4096))));
+            chunk = ReceiveChunk(socket, out byte[] errorPayload);
+            Assert.Equal(NbdChunk.TypeError, chunk.Type);
+            Assert.True(NbdTransmission.TryReadError(errorPayload, out uint value, out string message, out string? chunkError), chunkError);
+            output.WriteLine($"READ past the end: error {value} \"{message}\"");
+            Assert.Equal(NbdError.Inval, value);
+
+            socket.Send(buffer.AsSpan(0, NbdTransmission.WriteRequest(buffer, new NbdRequest(0, NbdCommand.Disc, 0x4444, 0, 0))));
+        }
+        finally
+        {
+            if (!server.HasExited)
+            {
+                server.Kill();
+            }
+            server.WaitForExit();
+        }
+    }
+
+    private static Process StartQemuNbd(string socketPath, string image)
+    {
+        var info = new ProcessStartInfo("qemu-nbd") { UseShellExecute = false, RedirectStandardError = true };
+        foreach (string argument in new[] { "-k", socketPath, "-f", "qed", image })
+        {
+            info.ArgumentList.Add(argument);
+        }
+        return Process.Start(info) ?? throw new InvalidOperationException("could not start qemu-nbd");
+    }
+
+    private static NbdChunkHeader ReceiveChunk(Socket socket, out byte[] payload)
+    {
+        var headerBytes = new byte[NbdTransmission.ChunkHeaderSize];
+        ReceiveExactly(socket, headerBytes);
+        Assert.True(NbdTransmission.TryReadChunkHeader(headerBytes, 1024 * 1024, out var header, out string? error), error);
+        payload = new byte[header.Length];
+        ReceiveExactly(socket, payload);
+        return header;
     }
 
     private static (NbdOptionReplyHeader Header, byte[] Payload) ReceiveOptionReply(Socket socket)
