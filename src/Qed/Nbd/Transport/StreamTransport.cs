@@ -1,0 +1,129 @@
+using System.Net.Security;
+
+namespace Qed.Nbd.Transport;
+
+/// <summary>
+/// A transport over a <see cref="Stream"/>: the <see cref="SslStream"/> after STARTTLS, or any stream in tests. A header
+/// and a small payload are copied into one buffer so that they leave as one TLS record.
+/// </summary>
+internal sealed class StreamTransport : NbdTransport
+{
+    private const int CoalesceLimit = 16 * 1024;
+
+    private readonly Stream stream;
+    private readonly byte[] receiveBuffer = new byte[64 * 1024];
+    private readonly byte[] sendBuffer = new byte[CoalesceLimit];
+    private int bufferStart;
+    private int bufferEnd;
+    private int disposed;
+
+    public StreamTransport(Stream stream) => this.stream = stream;
+
+    public override bool IsTls => stream is SslStream;
+
+    public override int BufferedBytes => bufferEnd - bufferStart;
+
+    public override async ValueTask<bool> ReadExactlyAsync(Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        int filled = 0;
+        while (filled < destination.Length)
+        {
+            if (bufferEnd > bufferStart)
+            {
+                int take = Math.Min(bufferEnd - bufferStart, destination.Length - filled);
+                receiveBuffer.AsSpan(bufferStart, take).CopyTo(destination.Span[filled..]);
+                bufferStart += take;
+                filled += take;
+                continue;
+            }
+
+            int remaining = destination.Length - filled;
+            int received;
+            if (remaining >= receiveBuffer.Length / 2)
+            {
+                received = await stream.ReadAsync(destination[filled..], cancellationToken).ConfigureAwait(false);
+                filled += received;
+            }
+            else
+            {
+                bufferStart = 0;
+                bufferEnd = received = await stream.ReadAsync(receiveBuffer.AsMemory(), cancellationToken).ConfigureAwait(false);
+            }
+
+            if (received == 0)
+            {
+                return filled == 0 ? false : throw new EndOfStreamException("the peer closed the connection part-way through a message");
+            }
+        }
+
+        return true;
+    }
+
+    public override async ValueTask WriteAsync(ReadOnlyMemory<byte> header, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    {
+        if (header.Length + payload.Length <= CoalesceLimit)
+        {
+            header.CopyTo(sendBuffer);
+            payload.CopyTo(sendBuffer.AsMemory(header.Length));
+            await stream.WriteAsync(sendBuffer.AsMemory(0, header.Length + payload.Length), cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await stream.WriteAsync(header, cancellationToken).ConfigureAwait(false);
+            await stream.WriteAsync(payload, cancellationToken).ConfigureAwait(false);
+        }
+
+        await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    public override async ValueTask WriteAsync(IReadOnlyList<ReadOnlyMemory<byte>> buffers, CancellationToken cancellationToken)
+    {
+        int used = 0;
+        foreach (var buffer in buffers)
+        {
+            if (used + buffer.Length > CoalesceLimit)
+            {
+                await stream.WriteAsync(sendBuffer.AsMemory(0, used), cancellationToken).ConfigureAwait(false);
+                used = 0;
+                if (buffer.Length > CoalesceLimit)
+                {
+                    await stream.WriteAsync(buffer, cancellationToken).ConfigureAwait(false);
+                    continue;
+                }
+            }
+
+            buffer.CopyTo(sendBuffer.AsMemory(used));
+            used += buffer.Length;
+        }
+
+        if (used > 0)
+        {
+            await stream.WriteAsync(sendBuffer.AsMemory(0, used), cancellationToken).ConfigureAwait(false);
+        }
+
+        await stream.FlushAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    public override async ValueTask ShutdownAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (stream is SslStream ssl)
+            {
+                await ssl.ShutdownAsync().WaitAsync(cancellationToken).ConfigureAwait(false); // close_notify (NBD.md 5.1)
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+            // The peer is gone already.
+        }
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref disposed, 1) == 0)
+        {
+            await stream.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+}
