@@ -1,0 +1,167 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.Json;
+using Qed.Tests.Infrastructure;
+
+namespace Qed.Tests.Nbd.Negotiation;
+
+/// <summary>
+/// libnbd's <c>nbdinfo --list --json</c> against our server and against <c>qemu-nbd</c> serving a copy of the same
+/// image with the same settings; the fields the handshake decides must agree, except where we differ on purpose.
+/// And <c>nbdinfo</c> over TLS (<c>nbds+unix://</c>) with certificates made in the test.
+/// </summary>
+public sealed class NegotiationOracleTests(ITestOutputHelper output)
+{
+    private const string ExportName = "disk";
+    private const string Description = "a test disk";
+    private static readonly TimeSpan s_timeout = TimeSpan.FromSeconds(15);
+
+    // Fields both servers must answer alike. Deliberate differences, checked separately below:
+    // - block_size_minimum: qemu-nbd says 512 for QED, we say 1 (the engine is byte-granular, read-modify-write inside);
+    // - block_size_preferred: qemu-nbd says 4096, we say the cluster size (smaller writes into fresh clusters copy up);
+    // - uri: names each server's own socket.
+    private static readonly string[] s_sameFields =
+    [
+        "export-name", "description", "contexts", "is_rotational", "is_read_only", "can_cache", "can_df", "can_fast_zero",
+        "can_flush", "can_fua", "can_multi_conn", "can_trim", "can_zero", "block_size_maximum", "export-size",
+    ];
+
+    [Theory]
+    [InlineData(true, false, 1)]
+    [InlineData(false, true, 4)]
+    public async Task Nbdinfo_list_sees_what_qemu_nbd_shows(bool readOnly, bool allocationDepth, int maxConnections)
+    {
+        using var dir = new TempDirectory();
+        string image = NegotiationImages.Create(dir.Path);
+        string copy = dir.File("copy.qed");
+        File.Copy(image, copy);
+
+        JsonElement ours;
+        await using (var server = NbdTestServer.Start(
+            dir.Path,
+            image,
+            ExportName,
+            readOnly,
+            e => e with { Description = Description, AllocationDepth = allocationDepth },
+            o => o with { MaxConnections = maxConnections }))
+        {
+            ours = NbdinfoList(dir.Path, server.Uri());
+        }
+
+        var arguments = new List<string> { "-f", "qed", "-t", "-x", ExportName, "-D", Description, "-e", maxConnections.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        if (readOnly)
+        {
+            arguments.Add("-r");
+        }
+        if (allocationDepth)
+        {
+            arguments.Add("-A");
+        }
+        JsonElement theirs;
+        string socketPath = dir.File("qemu.sock");
+        using (var qemu = StartQemuNbd(socketPath, arguments, copy))
+        {
+            try
+            {
+                theirs = NbdinfoList(dir.Path, $"nbd+unix:///?socket={socketPath}");
+            }
+            finally
+            {
+                qemu.Kill();
+                qemu.WaitForExit();
+            }
+        }
+
+        Assert.Equal(theirs.GetProperty("protocol").GetString(), ours.GetProperty("protocol").GetString());
+        Assert.Equal(theirs.GetProperty("structured").GetBoolean(), ours.GetProperty("structured").GetBoolean());
+        var ourExport = Assert.Single(ours.GetProperty("exports").EnumerateArray().ToArray());
+        var theirExport = Assert.Single(theirs.GetProperty("exports").EnumerateArray().ToArray());
+        int compared = 0;
+        foreach (string field in s_sameFields)
+        {
+            Assert.True(theirExport.TryGetProperty(field, out var expected), $"qemu-nbd's answer lacks {field}");
+            Assert.True(ourExport.TryGetProperty(field, out var actual), $"our answer lacks {field}");
+            output.WriteLine($"{field}: qemu-nbd {expected.GetRawText()}, ours {actual.GetRawText()}");
+            Assert.True(JsonElement.DeepEquals(expected, actual), $"{field}: qemu-nbd says {expected.GetRawText()}, we say {actual.GetRawText()}");
+            compared++;
+        }
+        Assert.Equal(s_sameFields.Length, compared);
+
+        Assert.Equal(512, theirExport.GetProperty("block_size_minimum").GetInt32());
+        Assert.Equal(1, ourExport.GetProperty("block_size_minimum").GetInt32());
+        Assert.Equal(4096, theirExport.GetProperty("block_size_preferred").GetInt32());
+        Assert.Equal(NegotiationImages.ClusterSize, ourExport.GetProperty("block_size_preferred").GetInt32());
+    }
+
+    [Theory]
+    [InlineData(false, false, true)]
+    [InlineData(true, true, true)]
+    [InlineData(true, false, false)]
+    public async Task Nbdinfo_lists_over_tls(bool requireClientCertificate, bool clientHasCertificate, bool accepted)
+    {
+        using var dir = new TempDirectory();
+        using var certificates = TestCertificates.Create();
+        string clientDirectory = dir.File("client-creds");
+        certificates.WriteClientDirectory(clientDirectory, clientHasCertificate);
+        var diagnostics = new ConcurrentQueue<string>();
+        await using var server = NegotiationImages.Serve(dir.Path, diagnostics, ExportName, configureOptions: o => o with
+        {
+            TlsCertificate = certificates.Server,
+            TlsClientCertificateAuthorities = requireClientCertificate ? [certificates.Ca] : null,
+        });
+
+        string uri = $"nbds+unix:///?socket={server.SocketPath}&tls-certificates={clientDirectory}";
+        var result = Tools.Run("nbdinfo", ["--list", "--json", uri], dir.Path, s_timeout);
+        output.WriteLine($"nbdinfo --list --json {uri}: exit {result.ExitCode}\n{result.StdOut}\n{result.StdErr}");
+        if (!accepted)
+        {
+            Assert.NotEqual(0, result.ExitCode);
+            await NegotiationFramingTests.AssertReported(diagnostics, "dropped");
+            return;
+        }
+
+        Assert.Equal(0, result.ExitCode);
+        using var json = JsonDocument.Parse(result.StdOut);
+        Assert.True(json.RootElement.GetProperty("TLS").GetBoolean());
+        var export = Assert.Single(json.RootElement.GetProperty("exports").EnumerateArray().ToArray());
+        Assert.Equal(ExportName, export.GetProperty("export-name").GetString());
+        Assert.Equal(NegotiationImages.Size, export.GetProperty("export-size").GetInt64());
+    }
+
+    private JsonElement NbdinfoList(string directory, string uri)
+    {
+        var result = Tools.Run("nbdinfo", ["--list", "--json", uri], directory, s_timeout);
+        output.WriteLine($"nbdinfo --list --json {uri}: exit {result.ExitCode}\n{result.StdOut}{result.StdErr}");
+        Assert.Equal(0, result.ExitCode);
+        using var json = JsonDocument.Parse(result.StdOut);
+        return json.RootElement.Clone();
+    }
+
+    private static Process StartQemuNbd(string socketPath, List<string> arguments, string image)
+    {
+        var info = new ProcessStartInfo("qemu-nbd") { UseShellExecute = false, RedirectStandardError = true };
+        info.ArgumentList.Add("-k");
+        info.ArgumentList.Add(socketPath);
+        foreach (string argument in arguments)
+        {
+            info.ArgumentList.Add(argument);
+        }
+        info.ArgumentList.Add(image);
+        var process = Process.Start(info) ?? throw new InvalidOperationException("could not start qemu-nbd");
+        var clock = Stopwatch.StartNew();
+        while (!File.Exists(socketPath))
+        {
+            if (process.HasExited)
+            {
+                throw new InvalidOperationException($"qemu-nbd exited with {process.ExitCode}: {process.StandardError.ReadToEnd()}");
+            }
+            if (clock.Elapsed > s_timeout)
+            {
+                process.Kill();
+                throw new TimeoutException($"qemu-nbd did not create {socketPath}");
+            }
+            Thread.Sleep(10);
+        }
+        return process;
+    }
+}
