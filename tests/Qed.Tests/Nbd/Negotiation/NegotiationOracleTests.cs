@@ -93,6 +93,137 @@ public sealed class NegotiationOracleTests(ITestOutputHelper output)
         Assert.Equal(NegotiationImages.ClusterSize, ourExport.GetProperty("block_size_preferred").GetInt32());
     }
 
+    // libnbd in option mode (python3-libnbd, run by /usr/bin/python3): LIST, LIST_META_CONTEXT with wildcards and names,
+    // SET_META_CONTEXT + INFO (opt_info with full info), INFO for an unknown export, ABORT. Prints one JSON object.
+    private const string LibnbdProbe = """
+import json, sys
+import nbd
+
+h = nbd.NBD()
+h.set_opt_mode(True)
+h.connect_uri(sys.argv[1])
+h.set_export_name("disk")
+out = {}
+exports = []
+h.opt_list(lambda name, description: exports.append([name, description]))
+out["exports"] = exports
+for query in ["qemu:", "base:", "nbdkit:", "qemu:allocation-depth"]:
+    h.clear_meta_contexts()
+    h.add_meta_context(query)
+    names = []
+    h.opt_list_meta_context(lambda name: names.append(name))
+    out["list " + query] = sorted(names)
+h.clear_meta_contexts()
+for context in ["base:allocation", "qemu:allocation-depth", "nbdkit:nothing"]:
+    h.add_meta_context(context)
+h.set_export_name("disk")
+h.set_full_info(True)
+h.opt_info()
+out["size"] = h.get_size()
+out["meta"] = {c: h.can_meta_context(c) for c in ["base:allocation", "qemu:allocation-depth"]}
+out["read_only"] = h.is_read_only()
+out["can"] = {n: getattr(h, "can_" + n)() for n in ["flush", "fua", "trim", "zero", "fast_zero", "cache", "df", "multi_conn"]}
+def optional(get):
+    try:
+        return get()
+    except nbd.Error:
+        return None
+out["description"] = optional(h.get_export_description)
+out["canonical"] = optional(h.get_canonical_export_name)
+out["block"] = [h.get_block_size(k) for k in (nbd.SIZE_MINIMUM, nbd.SIZE_PREFERRED, nbd.SIZE_MAXIMUM)]
+h.set_export_name("nope")
+try:
+    h.opt_info()
+    out["unknown"] = "accepted"
+except nbd.Error as e:
+    out["unknown"] = "refused"
+h.opt_abort()
+print(json.dumps(out, sort_keys=True))
+""";
+
+    [Theory]
+    [InlineData(true, false, 1)]
+    [InlineData(false, true, 2)]
+    public async Task Libnbd_option_mode_sees_what_qemu_nbd_shows(bool readOnly, bool allocationDepth, int maxConnections)
+    {
+        using var dir = new TempDirectory();
+        string image = NegotiationImages.Create(dir.Path);
+        string copy = dir.File("copy.qed");
+        File.Copy(image, copy);
+        string probe = dir.File("probe.py");
+        File.WriteAllText(probe, LibnbdProbe);
+        string? description = allocationDepth ? Description : null; // one case with, one without
+
+        JsonElement ours;
+        await using (var server = NbdTestServer.Start(
+            dir.Path,
+            image,
+            ExportName,
+            readOnly,
+            e => e with { Description = description, AllocationDepth = allocationDepth },
+            o => o with { MaxConnections = maxConnections }))
+        {
+            ours = RunProbe(dir.Path, probe, server.Uri());
+        }
+
+        var arguments = new List<string> { "-f", "qed", "-t", "-x", ExportName, "-e", maxConnections.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        if (description is not null)
+        {
+            arguments.AddRange(["-D", description]);
+        }
+        if (readOnly)
+        {
+            arguments.Add("-r");
+        }
+        if (allocationDepth)
+        {
+            arguments.Add("-A");
+        }
+        JsonElement theirs;
+        string socketPath = dir.File("qemu.sock");
+        using (var qemu = StartQemuNbd(socketPath, arguments, copy))
+        {
+            try
+            {
+                theirs = RunProbe(dir.Path, probe, $"nbd+unix:///?socket={socketPath}");
+            }
+            finally
+            {
+                qemu.Kill();
+                qemu.WaitForExit();
+            }
+        }
+
+        // Everything but the minimum and preferred block sizes (deliberate differences, see s_sameFields) must agree.
+        int compared = 0;
+        foreach (var property in theirs.EnumerateObject())
+        {
+            var actual = ours.GetProperty(property.Name);
+            if (property.Name == "block")
+            {
+                Assert.Equal(property.Value[2].GetInt64(), actual[2].GetInt64());
+                Assert.Equal(1, actual[0].GetInt64());
+                Assert.Equal(NegotiationImages.ClusterSize, actual[1].GetInt64());
+            }
+            else
+            {
+                Assert.True(JsonElement.DeepEquals(property.Value, actual), $"{property.Name}: qemu-nbd {property.Value.GetRawText()}, ours {actual.GetRawText()}");
+            }
+            compared++;
+        }
+        Assert.Equal(ours.EnumerateObject().Count(), compared);
+        Assert.Equal(13, compared);
+    }
+
+    private JsonElement RunProbe(string directory, string probe, string uri)
+    {
+        var result = Tools.Run("/usr/bin/python3", [probe, uri], directory, s_timeout);
+        output.WriteLine($"libnbd probe {uri}: exit {result.ExitCode}\n{result.StdOut}{result.StdErr}");
+        Assert.Equal(0, result.ExitCode);
+        using var json = JsonDocument.Parse(result.StdOut);
+        return json.RootElement.Clone();
+    }
+
     [Theory]
     [InlineData(false, false, true)]
     [InlineData(true, true, true)]
