@@ -3,7 +3,6 @@ using System.Security.Authentication;
 using System.Security.Cryptography.X509Certificates;
 using Qed.Nbd.Protocol;
 using Qed.Nbd.Server;
-using Qed.Nbd.Server.Tls;
 using Qed.Tests.Infrastructure;
 
 namespace Qed.Tests.Nbd.Negotiation;
@@ -178,22 +177,22 @@ public sealed class NegotiationTlsTests : IClassFixture<NegotiationTlsTests.Cert
         string withCa = Path.Combine(dir.Path, "with-ca");
         certificates.WriteServerDirectory(withCa, withCa: true);
         var loaded = NbdTlsCredentials.Load(withCa);
-        Assert.True(loaded.Certificate.HasPrivateKey);
-        Assert.Equal(certificates.Server.Thumbprint, loaded.Certificate.Thumbprint);
+        Assert.True(loaded.ServerCertificate.HasPrivateKey);
+        Assert.Equal(certificates.Server.Thumbprint, loaded.ServerCertificate.Thumbprint);
         Assert.NotNull(loaded.ClientCertificateAuthorities);
         Assert.Equal(certificates.Ca.Thumbprint, Assert.Single(loaded.ClientCertificateAuthorities).Thumbprint);
         var options = loaded.ApplyTo(new NbdServerOptions());
-        Assert.Same(loaded.Certificate, options.TlsCertificate);
+        Assert.Same(loaded.ServerCertificate, options.TlsCertificate);
 
         string withoutCa = Path.Combine(dir.Path, "without-ca");
         certificates.WriteServerDirectory(withoutCa, withCa: false);
         Assert.Null(NbdTlsCredentials.Load(withoutCa).ClientCertificateAuthorities);
 
         File.Delete(Path.Combine(withoutCa, "server-key.pem"));
-        Assert.Contains("server-key.pem' does not exist", Assert.Throws<QedException>(() => NbdTlsCredentials.Load(withoutCa)).Message, StringComparison.Ordinal);
+        Assert.Contains("server-key.pem' is missing", Assert.ThrowsAny<IOException>(() => NbdTlsCredentials.Load(withoutCa)).Message, StringComparison.Ordinal);
         File.WriteAllText(Path.Combine(withoutCa, "server-key.pem"), "not a key");
-        Assert.Contains("cannot load", Assert.Throws<QedException>(() => NbdTlsCredentials.Load(withoutCa)).Message, StringComparison.Ordinal);
-        Assert.Contains("does not exist", Assert.Throws<QedException>(() => NbdTlsCredentials.Load(Path.Combine(dir.Path, "nowhere"))).Message, StringComparison.Ordinal);
+        Assert.Contains("server-key.pem' holds no PEM private key", Assert.ThrowsAny<IOException>(() => NbdTlsCredentials.Load(withoutCa)).Message, StringComparison.Ordinal);
+        Assert.Contains("does not exist", Assert.ThrowsAny<IOException>(() => NbdTlsCredentials.Load(Path.Combine(dir.Path, "nowhere"))).Message, StringComparison.Ordinal);
     }
 
     private RawNbdClient StartTls(NbdTestServer server)
