@@ -259,6 +259,51 @@ print(json.dumps(out, sort_keys=True))
         Assert.Equal(NegotiationImages.Size, export.GetProperty("export-size").GetInt64());
     }
 
+    [Fact]
+    public async Task Nbdinfo_and_qemu_img_go_over_tls_into_transmission()
+    {
+        // Past the handshake: GO over TLS, then the transmission phase on the encrypted transport (nbdinfo reads the
+        // first 8 KiB, qemu-img probes the format). qemu's client (tls-creds-x509) also checks the server's name.
+        using var dir = new TempDirectory();
+        using var certificates = TestCertificates.Create();
+        string clientDirectory = dir.File("client-creds");
+        certificates.WriteClientDirectory(clientDirectory, withClientCertificate: true);
+        var diagnostics = new ConcurrentQueue<string>();
+        await using var server = NegotiationImages.Serve(dir.Path, diagnostics, ExportName, configureOptions: o => o with
+        {
+            TlsCertificate = certificates.Server,
+            TlsClientCertificateAuthorities = [certificates.Ca],
+        });
+
+        string uri = $"nbds+unix:///{ExportName}?socket={server.SocketPath}&tls-certificates={clientDirectory}";
+        var nbdinfo = Tools.Run("nbdinfo", ["--json", uri], dir.Path, s_timeout);
+        output.WriteLine($"nbdinfo --json {uri}: exit {nbdinfo.ExitCode}\n{nbdinfo.StdOut}{nbdinfo.StdErr}");
+        Assert.Equal(0, nbdinfo.ExitCode);
+        using (var json = JsonDocument.Parse(nbdinfo.StdOut))
+        {
+            Assert.True(json.RootElement.GetProperty("TLS").GetBoolean());
+            var export = Assert.Single(json.RootElement.GetProperty("exports").EnumerateArray().ToArray());
+            Assert.Equal(NegotiationImages.Size, export.GetProperty("export-size").GetInt64());
+        }
+
+        var qemuImg = Tools.Run(
+            "qemu-img",
+            [
+                "info", "--output=json",
+                "--object", $"tls-creds-x509,id=tls0,dir={clientDirectory},endpoint=client",
+                "--image-opts", $"driver=nbd,server.type=unix,server.path={server.SocketPath},export={ExportName},tls-creds=tls0,tls-hostname=localhost",
+            ],
+            dir.Path,
+            s_timeout);
+        output.WriteLine($"qemu-img info over TLS: exit {qemuImg.ExitCode}\n{qemuImg.StdOut}{qemuImg.StdErr}");
+        Assert.Equal(0, qemuImg.ExitCode);
+        using (var json = JsonDocument.Parse(qemuImg.StdOut))
+        {
+            Assert.Equal(NegotiationImages.Size, json.RootElement.GetProperty("virtual-size").GetInt64());
+        }
+        Assert.DoesNotContain(diagnostics, line => line.Contains("dropped", StringComparison.Ordinal));
+    }
+
     private JsonElement NbdinfoList(string directory, string uri)
     {
         var result = Tools.Run("nbdinfo", ["--list", "--json", uri], directory, s_timeout);
