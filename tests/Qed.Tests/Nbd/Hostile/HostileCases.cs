@@ -248,11 +248,12 @@ internal static class HostileCases
 
     private static IEnumerable<HostileCase> Transmission()
     {
-        static HostileCase Simple(string name, string expected, ushort type, ulong offset, uint length, ushort flags, Func<string, bool> accept, bool withPayload = false, bool metaContext = true) =>
+        static HostileCase Simple(string name, string expected, ushort type, ulong offset, uint length, ushort flags, Func<string, bool> accept, bool withPayload = false, bool metaContext = true, bool readOnly = false) =>
             new(name, expected, (t, log) =>
             {
-                using var c = HostileConnection.Connect(t);
-                c.Go(t.Export, metaContext: metaContext);
+                var target = readOnly ? t.ReadOnlyTarget ?? throw new InvalidOperationException("no read-only server") : t;
+                using var c = HostileConnection.Connect(target);
+                c.Go(target.Export, metaContext: metaContext);
                 byte[] payload = withPayload ? Fill(length, 0xee) : [];
                 log.Add(HostileConnection.ErrorName(c.Request(type, offset, length, flags, payload).Error));
                 log.Add(c.Alive());
@@ -293,6 +294,11 @@ internal static class HostileCases
         yield return Simple("BLOCK_STATUS of length 0", "EINVAL, kept", NbdCommand.BlockStatus, 0, 0, 0, ThenAlive("EINVAL"));
         yield return Simple("BLOCK_STATUS without a meta context", "EINVAL, kept", NbdCommand.BlockStatus, 0, 4096, 0, ThenAlive("EINVAL"), metaContext: false);
         yield return Simple("BLOCK_STATUS of 48 MiB (no payload: above 32 MiB allowed)", "success, kept", NbdCommand.BlockStatus, 0, 48u << 20, 0, ThenAlive("ok"));
+        yield return Simple("WRITE on a read-only export (-r)", "EPERM, kept", NbdCommand.Write, 0, 4096, 0, ThenAlive("EPERM"), withPayload: true, readOnly: true);
+        yield return Simple("WRITE with FUA past the end, read-only", "EPERM (or ENOSPC), kept", NbdCommand.Write, HostileTarget.Size, 4096, NbdCommandFlags.Fua, ThenAlive("EPERM", "ENOSPC"), withPayload: true, readOnly: true);
+        yield return Simple("WRITE_ZEROES on a read-only export", "EPERM, kept", NbdCommand.WriteZeroes, 0, 65536, 0, ThenAlive("EPERM"), readOnly: true);
+        yield return Simple("TRIM on a read-only export", "EPERM, kept", NbdCommand.Trim, 0, 65536, 0, ThenAlive("EPERM"), readOnly: true);
+        yield return Simple("FLUSH on a read-only export", "success, kept", NbdCommand.Flush, 0, 0, 0, ThenAlive("ok"), readOnly: true);
         yield return Simple("FLUSH with offset and length set", "success (or EINVAL), kept", NbdCommand.Flush, 4096, 4096, 0, ThenAlive("ok", "EINVAL"));
 
         yield return new("READ past the end, simple replies", "simple EINVAL, kept", (t, log) =>

@@ -271,13 +271,14 @@ internal sealed class HostileConnection : IDisposable
         }
     }
 
-    /// <summary>"alive: ok" when a READ of 512 bytes at 0 still works on this connection, else how it ended.</summary>
+    /// <summary>"alive" when a READ of 512 bytes at 0 still returns the pattern on this connection, else how it ended.</summary>
     public string Alive()
     {
         try
         {
             var reply = Request(NbdCommand.Read, 0, 512);
-            return reply.Error == 0 ? "alive" : $"alive but READ failed {ErrorName(reply.Error)}";
+            return reply.Error != 0 ? $"alive but READ failed {ErrorName(reply.Error)}"
+                : reply.Data is { } data && data.All(b => b == HostileTarget.Pattern) ? "alive" : "alive but READ returned wrong data";
         }
         catch (ProbeDroppedException e)
         {

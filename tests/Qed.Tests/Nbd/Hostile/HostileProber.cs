@@ -121,8 +121,9 @@ internal static class HostileProber
         var clock = Stopwatch.StartNew();
         try
         {
-            // Until the server stops reading (the send times out with the socket buffers full), at most 2 s / 100k.
-            while (clock.Elapsed < TimeSpan.FromSeconds(2) && sent < 100_000)
+            // Until the server stops reading (the send times out with the socket buffers full), at most 2 s or 2M
+            // requests (56 MiB of headers: more than loopback TCP buffers hold).
+            while (clock.Elapsed < TimeSpan.FromSeconds(2) && sent < 2_000_000)
             {
                 for (int i = 0; i < 100; i++)
                 {

@@ -7,8 +7,9 @@ namespace Qed.Tests.Nbd.Hostile;
 /// A server under the prober: where it listens, the export name, and what a well-behaved client must read from it.
 /// The image holds <see cref="Pattern"/> in its first MiB and nothing at <see cref="UntouchedOffset"/>, where the
 /// prober's refused and unfinished writes aim: a write the server applied anyway shows up there.
+/// <see cref="ReadOnlyTarget"/> is the same server program started with <c>-r</c> on a copy of the image.
 /// </summary>
-internal sealed record HostileTarget(NbdServerProcess Server, string Export)
+internal sealed record HostileTarget(NbdServerProcess Server, string Export, HostileTarget? ReadOnlyTarget = null)
 {
     /// <summary>Byte of the first MiB.</summary>
     public const byte Pattern = 0x5c;
