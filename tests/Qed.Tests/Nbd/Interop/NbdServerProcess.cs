@@ -97,6 +97,11 @@ public sealed class NbdServerProcess : IAsyncDisposable
     /// </summary>
     public static NbdServerProcess Start(NbdServerKind kind, string workingDirectory, params string[] arguments)
     {
+        if (arguments.Contains("--fork"))
+        {
+            // The process started would be the parent that exits once the server listens; stop and kill need the server.
+            throw new ArgumentException("NbdServerProcess runs servers in the foreground; --fork is tested by the serve tests", nameof(arguments));
+        }
         string? socketPath = OptionValue(arguments, "-k", "--socket");
         string? portText = OptionValue(arguments, "-p", "--port");
         if (socketPath is null && portText is null)

@@ -62,18 +62,58 @@ public sealed class NbdcopyInteropTests(ITestOutputHelper output)
         string image = InteropImages.EmptyQed(dir.Path, "disk.qed");
         await using var qed = NbdServerProcess.Start(NbdServerKind.Qed, dir.Path, "-t", "-e", "2", "-f", "qed", "-k", dir.File("s.sock"), image);
 
-        // 4 KiB synchronous requests: 16384 of them, far longer than the moment we wait before the kill.
-        var info = new ProcessStartInfo("nbdcopy") { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (string argument in new[] { "--synchronous", "--request-size=4096", source, qed.Uri() })
+        // nbdcopy reads its source from a pipe we keep open and fed: it cannot finish, so the kill lands mid-copy, with
+        // requests on the wire, however fast the server is.
+        var info = new ProcessStartInfo("nbdcopy") { UseShellExecute = false, RedirectStandardInput = true, RedirectStandardError = true, RedirectStandardOutput = true };
+        info.ArgumentList.Add("-");
+        info.ArgumentList.Add(qed.Uri());
+        using var copy = Process.Start(info)!;
+        var stderr = copy.StandardError.ReadToEndAsync();
+        long fed = 0;
+        var pump = Task.Run(async () =>
         {
-            info.ArgumentList.Add(argument);
-        }
-        using (var copy = Process.Start(info)!)
+            // Half the export at most (never past its end), and never EOF: the copy is still running when killed.
+            var chunk = new byte[1 << 20];
+            await using var data = File.OpenRead(source);
+            try
+            {
+                while (Interlocked.Read(ref fed) < InteropImages.Size / 2)
+                {
+                    int read = await data.ReadAsync(chunk);
+                    await copy.StandardInput.BaseStream.WriteAsync(chunk.AsMemory(0, read));
+                    await copy.StandardInput.BaseStream.FlushAsync();
+                    Interlocked.Add(ref fed, read);
+                }
+            }
+            catch (IOException)
+            {
+                // the pipe broke: nbdcopy was killed
+            }
+        });
+        try
         {
-            await Task.Delay(200);
-            Assert.False(copy.HasExited, "nbdcopy finished before it could be killed: the test copied too little");
+            var clock = Stopwatch.StartNew();
+            while (Interlocked.Read(ref fed) < 8L << 20 && clock.Elapsed < TimeSpan.FromSeconds(10) && !copy.HasExited)
+            {
+                await Task.Delay(10);
+            }
+            if (copy.HasExited)
+            {
+                Assert.Fail($"nbdcopy ended before it was killed (exit {copy.ExitCode}): {await stderr.WaitAsync(TimeSpan.FromSeconds(5))}");
+            }
+            Assert.True(Interlocked.Read(ref fed) >= 8L << 20, "nbdcopy took less than 8 MiB in 10 s");
             copy.Kill();
             Assert.True(copy.WaitForExit(10_000));
+            await pump.WaitAsync(TimeSpan.FromSeconds(10));
+            output.WriteLine($"nbdcopy killed after {Interlocked.Read(ref fed) >> 20} MiB fed in {clock.ElapsedMilliseconds} ms");
+        }
+        finally
+        {
+            if (!copy.HasExited)
+            {
+                copy.Kill();
+                copy.WaitForExit(10_000);
+            }
         }
 
         Assert.Equal(InteropImages.SizeText, InteropRun.Ok(qed, "nbdinfo", "--size", qed.Uri()).StdOut.Trim());
