@@ -80,7 +80,10 @@ public sealed class NbdServerProcess : IAsyncDisposable
     /// <summary>The libnbd / qemu URI of export <paramref name="export"/> (the default export when empty).</summary>
     public string Uri(string export = "") => SocketPath is not null
         ? $"nbd+unix:///{export}?socket={SocketPath}"
-        : $"nbd://127.0.0.1:{Port.ToString(CultureInfo.InvariantCulture)}/{export}";
+        : TcpUri("127.0.0.1", export);
+
+    /// <summary>The URI of export <paramref name="export"/> over TCP to <paramref name="host"/> (an IPv6 address in brackets).</summary>
+    public string TcpUri(string host, string export = "") => $"nbd://{host}:{Port.ToString(CultureInfo.InvariantCulture)}/{export}";
 
     /// <summary>A TCP port free right now on 127.0.0.1 (the kernel's choice), for <c>-p</c>.</summary>
     public static int FreeTcpPort()
