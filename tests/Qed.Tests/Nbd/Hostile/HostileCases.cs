@@ -384,6 +384,34 @@ internal static class HostileCases
             }
             c.Receive(1, "anything after DISC");
         }, o => o.StartsWith("50/50 answered; dropped", StringComparison.Ordinal));
+
+        yield return new("100 pipelined WRITEs then DISC", "all 100 answered and on disk, then closed", (t, log) =>
+        {
+            // Issue 9: qemu-nbd drops some replies after DISC and loses acknowledged writes; the spec says every request
+            // received before DISC is handled. 64 KiB each at 32 MiB + i * 64 KiB, each with its own byte.
+            const ulong Base = 32UL << 20;
+            int answered = 0;
+            using (var c = HostileConnection.Connect(t))
+            {
+                c.Go(t.Export);
+                var cookies = Enumerable.Range(0, 100).Select(i => c.SendRequest(NbdCommand.Write, Base + ((ulong)i * 65536), 65536, payload: Fill(65536, (byte)(i + 1)))).ToList();
+                c.SendRequest(NbdCommand.Disc, 0, 0);
+                try
+                {
+                    answered = cookies.Count(cookie => c.Await(cookie).Error == 0);
+                    c.Receive(1, "anything after DISC");
+                    log.Add($"{answered}/100 answered; data after DISC");
+                }
+                catch (ProbeDroppedException e)
+                {
+                    log.Add($"{answered}/100 answered; dropped ({e.Message})");
+                }
+            }
+            using var reader = HostileConnection.Connect(t);
+            reader.Go(t.Export);
+            int persisted = Enumerable.Range(0, 100).Count(i => reader.Request(NbdCommand.Read, Base + ((ulong)i * 65536), 65536) is { Error: 0, Data: { } data } && data.All(b => b == (byte)(i + 1)));
+            log.Add($"{persisted}/100 on disk");
+        }, Exactly("100/100 answered; dropped (closed); 100/100 on disk"));
     }
 
     private static byte[] Fill(uint length, byte value)
