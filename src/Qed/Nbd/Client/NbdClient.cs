@@ -406,6 +406,10 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
         }
     }
 
+    /// <summary>Sends one request as given, without the range, flag or read-only checks (for tests of the server's refusals).</summary>
+    internal Task SendUncheckedAsync(ushort command, ushort flags, ulong offset, uint length, ReadOnlyMemory<byte> payload, Memory<byte> destination, CancellationToken cancellationToken) =>
+        SendAsync(command, flags, offset, length, payload, destination, cancellationToken);
+
     private Task SendAsync(ushort command, ushort flags, ulong offset, uint length, ReadOnlyMemory<byte> payload, Memory<byte> destination, CancellationToken cancellationToken) =>
         SendAsync(new NbdPendingRequest(command, offset, length, destination), flags, payload, cancellationToken);
 
