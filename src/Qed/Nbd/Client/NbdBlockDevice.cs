@@ -21,10 +21,11 @@ internal sealed class NbdBlockDevice : BlockDevice
     {
         _client = client;
         _fileName = fileName;
-        _readOnly = readOnly || client.IsReadOnly;
+        _readOnly = readOnly;
     }
 
-    /// <summary>Connects to the export <paramref name="uri"/> names; read-only when asked or when the export is.</summary>
+    /// <summary>Connects to the export <paramref name="uri"/> names.</summary>
+    /// <exception cref="QedReadOnlyException">A writable open of a read-only export.</exception>
     /// <exception cref="QedException">The URI is invalid, or the connection or handshake failed (<see cref="NbdException"/>).</exception>
     public static async ValueTask<NbdBlockDevice> OpenAsync(string uri, bool readOnly, bool useAsync, CancellationToken cancellationToken)
     {
@@ -32,6 +33,19 @@ internal sealed class NbdBlockDevice : BlockDevice
         var connecting = NbdClient.ConnectAsync(parsed.EndPoint, parsed.ExportName, parsed.Server, new NbdClientOptions(), cancellationToken);
         // The sync API blocks here: the connection is asynchronous by nature.
         var client = useAsync ? await connecting.ConfigureAwait(false) : connecting.GetAwaiter().GetResult();
+        if (!readOnly && client.IsReadOnly)
+        {
+            // As qemu: a writable open of a read-only export fails, rather than turning read-only behind the caller's back.
+            if (useAsync)
+            {
+                await client.DisposeAsync().ConfigureAwait(false);
+            }
+            else
+            {
+                client.Dispose();
+            }
+            throw new QedReadOnlyException("Could not open image: Permission denied (the NBD export is read-only)");
+        }
         return new NbdBlockDevice(client, uri, readOnly);
     }
 

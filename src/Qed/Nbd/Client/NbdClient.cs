@@ -98,7 +98,11 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
             }
             catch (SocketException e)
             {
-                throw new NbdException($"Failed to connect to '{server}': {e.Message}", e);
+                // .NET words a missing unix socket as "Cannot assign requested address"; qemu says what it is.
+                string reason = endPoint is UnixDomainSocketEndPoint unix && unix.ToString() is { Length: > 0 } path && !File.Exists(path)
+                    ? "No such file or directory"
+                    : e.Message;
+                throw new NbdException($"Failed to connect to '{server}': {reason}", e);
             }
             transport = new SocketTransport(socket);
             var info = await NbdClientHandshake.NegotiateAsync(transport, exportName, options, server, deadline.Token).ConfigureAwait(false);
@@ -518,7 +522,7 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
                     }
                     Fail(new NbdException(expected
                         ? $"The NBD connection to '{_server}' is closed"
-                        : $"The NBD server '{_server}' closed the connection with {inFlight} requests in flight"));
+                        : $"The NBD server '{_server}' closed the connection with {inFlight} request{(inFlight == 1 ? "" : "s")} in flight"));
                     return;
                 }
                 uint magic = NbdTransmission.ReplyMagic(header);

@@ -148,6 +148,15 @@ internal sealed record NbdUri
     /// <summary>What a message calls the server: the socket path, or host and port.</summary>
     public string Server => SocketPath ?? (Host!.Contains(':', StringComparison.Ordinal) ? $"[{Host}]:{Port}" : $"{Host}:{Port}");
 
+    /// <summary>
+    /// The name qemu prints for the export (<c>image:</c> of qemu-img info): <c>nbd+unix:///EXPORT?socket=PATH</c> without
+    /// the slash when the export name is empty, <c>nbd://HOST:PORT[/EXPORT]</c> with the port always and the name decoded.
+    /// </summary>
+    public string QemuName =>
+        SocketPath is not null
+            ? $"nbd+unix://{(ExportName.Length > 0 ? "/" + ExportName : "")}?socket={SocketPath}"
+            : $"nbd://{Host}:{Port}{(ExportName.Length > 0 ? "/" + ExportName : "")}";
+
     /// <inheritdoc />
     public override string ToString() => Text;
 
