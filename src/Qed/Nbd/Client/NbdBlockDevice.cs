@@ -17,6 +17,15 @@ internal sealed class NbdBlockDevice : BlockDevice
     private readonly string _fileName;
     private readonly bool _readOnly;
 
+    /// <summary>Changes begun plus changes ended: a status answer is reused only while this has not moved and no change is in flight.</summary>
+    private long _changeEvents;
+    private int _changesInFlight;
+
+    /// <summary>The extents of the last BLOCK_STATUS answer, which usually covers far more than the one extent asked for.</summary>
+    private volatile StatusCache? _statusCache;
+
+    private sealed record StatusCache(IReadOnlyList<NbdAllocationExtent> Extents, long ChangeEvents);
+
     private NbdBlockDevice(NbdClient client, string fileName, bool readOnly)
     {
         _client = client;
@@ -79,19 +88,19 @@ internal sealed class NbdBlockDevice : BlockDevice
 
     /// <inheritdoc />
     protected internal override ValueTask WriteCoreAsync(ReadOnlyMemory<byte> source, long offset, bool useAsync, CancellationToken cancellationToken) =>
-        Run(_client.WriteAsync(source, offset, forceUnitAccess: false, cancellationToken), useAsync);
+        Change(_client.WriteAsync(source, offset, forceUnitAccess: false, cancellationToken), useAsync);
 
     /// <inheritdoc />
     /// <remarks>WRITE_ZEROES (with NO_HOLE unless unmapping is allowed), or zeros written where the server lacks it.</remarks>
     protected internal override ValueTask WriteZeroesCoreAsync(long offset, long length, bool mayUnmap, bool useAsync, CancellationToken cancellationToken) =>
         _client.CanWriteZeroes
-            ? Run(_client.WriteZeroesAsync(offset, length, mayUnmap ? NbdWriteZeroesFlags.None : NbdWriteZeroesFlags.NoHole, cancellationToken), useAsync)
-            : Run(WriteZeroBuffersAsync(offset, length, cancellationToken), useAsync);
+            ? Change(_client.WriteZeroesAsync(offset, length, mayUnmap ? NbdWriteZeroesFlags.None : NbdWriteZeroesFlags.NoHole, cancellationToken), useAsync)
+            : Change(WriteZeroBuffersAsync(offset, length, cancellationToken), useAsync);
 
     /// <inheritdoc />
     /// <remarks>TRIM where the server offers it; otherwise nothing (discard is advisory).</remarks>
     protected internal override ValueTask DiscardCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken) =>
-        _client.CanTrim ? Run(_client.TrimAsync(offset, length, forceUnitAccess: false, cancellationToken), useAsync) : ValueTask.CompletedTask;
+        _client.CanTrim ? Change(_client.TrimAsync(offset, length, forceUnitAccess: false, cancellationToken), useAsync) : ValueTask.CompletedTask;
 
     /// <inheritdoc />
     protected internal override ValueTask FlushCoreAsync(bool useAsync, CancellationToken cancellationToken) =>
@@ -101,7 +110,8 @@ internal sealed class NbdBlockDevice : BlockDevice
     /// <remarks>
     /// From <c>base:allocation</c>: ranges that read as zeros are <see cref="BlockState.Zero"/>, the rest
     /// <see cref="BlockState.Data"/> (a hole whose contents are undefined must be read), each at its own offset as in a
-    /// raw file. Without the context everything is data.
+    /// raw file. Without the context everything is data. A walk of the map asks extent by extent; the server answers
+    /// with many, so the rest of an answer serves the next questions until anything changes the export.
     /// </remarks>
     protected internal override ValueTask<BlockStatus> GetStatusCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
     {
@@ -109,15 +119,105 @@ internal sealed class NbdBlockDevice : BlockDevice
         {
             return new(new BlockStatus(offset, length, BlockState.Data, offset));
         }
-        var status = FirstExtentAsync(offset, length, cancellationToken);
+        if (Cached(offset, length) is { } cached)
+        {
+            return new(cached);
+        }
+        var status = AskStatusAsync(offset, length, cancellationToken);
         return useAsync ? status : new(status.AsTask().GetAwaiter().GetResult());
     }
 
-    private async ValueTask<BlockStatus> FirstExtentAsync(long offset, long length, CancellationToken cancellationToken)
+    private async ValueTask<BlockStatus> AskStatusAsync(long offset, long length, CancellationToken cancellationToken)
     {
-        var extents = await _client.GetBlockStatusAsync(offset, length, cancellationToken).ConfigureAwait(false);
-        var first = extents[0];
-        return new BlockStatus(offset, first.Length, first.IsZero ? BlockState.Zero : BlockState.Data, offset);
+        long changeEvents = Interlocked.Read(ref _changeEvents);
+        bool stable = Volatile.Read(ref _changesInFlight) == 0;
+        // Asked to the end of the export: the answer is kept for the questions that follow.
+        var extents = await _client.GetBlockStatusAsync(offset, Size - offset, cancellationToken).ConfigureAwait(false);
+        if (stable)
+        {
+            _statusCache = new StatusCache(extents, changeEvents);
+        }
+        return Status(extents[0], offset, length);
+    }
+
+    /// <summary>The status at <paramref name="offset"/> from the last answer, if nothing changed since it was asked.</summary>
+    private BlockStatus? Cached(long offset, long length)
+    {
+        var cache = _statusCache;
+        if (cache is null || Volatile.Read(ref _changesInFlight) != 0 || Interlocked.Read(ref _changeEvents) != cache.ChangeEvents)
+        {
+            return null;
+        }
+        var extents = cache.Extents;
+        int lo = 0, hi = extents.Count - 1;
+        while (lo <= hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            var extent = extents[mid];
+            if (offset < extent.Offset)
+            {
+                hi = mid - 1;
+            }
+            else if (offset >= extent.Offset + extent.Length)
+            {
+                lo = mid + 1;
+            }
+            else
+            {
+                return Status(extent, offset, length);
+            }
+        }
+        return null;
+    }
+
+    private static BlockStatus Status(NbdAllocationExtent extent, long offset, long length) =>
+        new(offset, Math.Min(length, extent.Offset + extent.Length - offset), extent.IsZero ? BlockState.Zero : BlockState.Data, offset);
+
+    /// <summary>Runs a request that changes the export, invalidating the status answers held.</summary>
+    private ValueTask Change(ValueTask request, bool useAsync)
+    {
+        // The request is already on its way; an answer asked before BeginChange below is still discarded, because the
+        // event count it was stored with moves here. One asked after EndChange was sent after the change completed.
+        BeginChange();
+        if (!useAsync)
+        {
+            try
+            {
+                request.AsTask().GetAwaiter().GetResult();
+            }
+            finally
+            {
+                EndChange();
+            }
+            return ValueTask.CompletedTask;
+        }
+        return EndChangeAsync(request);
+    }
+
+    private async ValueTask EndChangeAsync(ValueTask request)
+    {
+        try
+        {
+            await request.ConfigureAwait(false);
+        }
+        finally
+        {
+            EndChange();
+        }
+    }
+
+    private void BeginChange()
+    {
+        Interlocked.Increment(ref _changesInFlight);
+        Interlocked.Increment(ref _changeEvents);
+        _statusCache = null;
+    }
+
+    private void EndChange()
+    {
+        Interlocked.Increment(ref _changeEvents);
+        Interlocked.Decrement(ref _changesInFlight);
+        _statusCache = null;
     }
 
     /// <inheritdoc />

@@ -49,6 +49,7 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
     private bool _closing;
     private TaskCompletionSource? _drained;
     private int _disposed;
+    private long _blockStatusRequests;
 
     private NbdClient(NbdTransport transport, NbdExportInfo info, string server, NbdClientOptions options)
     {
@@ -188,6 +189,9 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
     /// <summary>The raw transmission flags (for tests and diagnostics).</summary>
     internal ushort TransmissionFlags => _info.TransmissionFlags;
 
+    /// <summary>BLOCK_STATUS requests sent so far (for tests of the device's status reuse).</summary>
+    internal long BlockStatusRequests => Interlocked.Read(ref _blockStatusRequests);
+
     /// <summary>What the handshake settled.</summary>
     internal NbdExportInfo Info => _info;
 
@@ -284,6 +288,7 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
         {
             throw new InvalidOperationException($"The NBD server '{_server}' did not negotiate base:allocation");
         }
+        Interlocked.Increment(ref _blockStatusRequests);
         uint asked = (uint)Math.Min(length, MaxEffectLength);
         var request = new NbdPendingRequest(NbdCommand.BlockStatus, (ulong)offset, asked, Memory<byte>.Empty);
         await SendAsync(request, 0, ReadOnlyMemory<byte>.Empty, cancellationToken).ConfigureAwait(false);

@@ -40,6 +40,9 @@ public sealed class NbdBlockDeviceTests
                 NbdClientQemuTests.Add(map, (extent.Offset, extent.Length, extent.ReadsAsZeros, extent.IsData));
             }
             Assert.Equal(NbdClientQemuTests.QemuMap(dir.Path, uri), map);
+            // One answer serves the walk: the server sends many extents per BLOCK_STATUS.
+            long requests = ((NbdBlockDevice)device).Client.BlockStatusRequests;
+            Assert.True(requests < map.Count, $"{requests} BLOCK_STATUS requests for {map.Count} extents");
         }
 
         await using (var device = await DiskImage.OpenAsync(uri, "raw", new ImageOpenOptions { ReadOnly = true }))
@@ -73,6 +76,7 @@ public sealed class NbdBlockDeviceTests
         {
             await using var device = await DiskImage.OpenAsync(server.Uri());
             Assert.False(device.IsReadOnly);
+            Assert.Equal(BlockState.Zero, device.GetStatus(0, device.Size).State); // held until a change
             Assert.Equal(BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Extents, device.Capabilities);
 
             var data = new byte[3 << 20];
@@ -87,6 +91,7 @@ public sealed class NbdBlockDeviceTests
             model.AsSpan(3 << 20, 512 * 1024).Clear();
             device.Discard(7 << 20, 65536); // advisory on an unwritten range: it reads as zeros either way
             device.Flush();
+            Assert.Equal(BlockState.Data, device.GetStatus(6 << 20, 65536).State);
 
             var back = new byte[model.Length];
             device.Read(back, 0);
