@@ -106,10 +106,11 @@ internal sealed class NbdClientHandshake
             {
                 throw Unexpected(NbdOption.SetMetaContext, header.ReplyType);
             }
-            if (!NbdHandshake.TryReadMetaContextReply(reply, out uint contextId, out string name, out string? error))
+            if (!NbdHandshake.TryReadMetaContextReply(reply, out var context, out string? error))
             {
                 throw Fail($"bad META_CONTEXT reply: {error}");
             }
+            var (contextId, name) = context;
             if (name != BaseAllocation)
             {
                 throw Fail($"SET_META_CONTEXT selected '{name}', which was not asked for");

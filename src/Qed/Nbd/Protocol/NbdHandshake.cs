@@ -18,7 +18,7 @@ internal readonly record struct NbdBlockSize(uint Minimum, uint Preferred, uint 
 /// never throw on bad input: they return false with a message naming the field and the value seen, so the caller
 /// can drop the connection (or answer ERR_INVALID) without unwinding an exception per hostile byte.
 /// </summary>
-internal static class NbdHandshake
+internal static partial class NbdHandshake
 {
     // Greeting: NBDMAGIC, IHAVEOPT, u16 handshake flags.
     public const int GreetingSize = 18;
@@ -61,11 +61,6 @@ internal static class NbdHandshake
     private const int NameLengthSize = 4;
     private const int InfoCountSize = 2;
     private const int InfoRequestSize = 2;
-
-    // LIST/SET_META_CONTEXT: u32 name length, name, u32 query count, queries (u32 length, text); reply: u32 id, name.
-    private const int MetaQueryCountSize = 4;
-    private const int MetaQueryLengthSize = 4;
-    private const int MetaContextIdSize = 4;
 
     private static readonly UTF8Encoding s_strictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
@@ -341,47 +336,6 @@ internal static class NbdHandshake
             return Wire.Fail(out error, $"info type {type} is not the expected {infoType}");
         }
         return TryDecodeString(payload[InfoTypeSize..], "info text", out text, out error);
-    }
-
-    /// <summary>Size of a LIST/SET_META_CONTEXT request payload: u32 name length, name, u32 query count, then each query as u32 length and text.</summary>
-    public static int MetaContextRequestLength(string exportName, IReadOnlyList<string> queries)
-    {
-        int length = NameLengthSize + Encoding.UTF8.GetByteCount(exportName) + MetaQueryCountSize;
-        foreach (string query in queries)
-        {
-            length += MetaQueryLengthSize + Encoding.UTF8.GetByteCount(query);
-        }
-        return length;
-    }
-
-    /// <summary>Writes a LIST/SET_META_CONTEXT request payload (NBD.md 1.5); size the destination with <see cref="MetaContextRequestLength"/>.</summary>
-    public static int WriteMetaContextRequest(Span<byte> destination, string exportName, IReadOnlyList<string> queries)
-    {
-        int nameBytes = Encoding.UTF8.GetBytes(exportName, destination[NameLengthSize..]);
-        BinaryPrimitives.WriteUInt32BigEndian(destination, (uint)nameBytes);
-        int at = NameLengthSize + nameBytes;
-        BinaryPrimitives.WriteUInt32BigEndian(destination[at..], (uint)queries.Count);
-        at += MetaQueryCountSize;
-        foreach (string query in queries)
-        {
-            int queryBytes = Encoding.UTF8.GetBytes(query, destination[(at + MetaQueryLengthSize)..]);
-            BinaryPrimitives.WriteUInt32BigEndian(destination[at..], (uint)queryBytes);
-            at += MetaQueryLengthSize + queryBytes;
-        }
-        return at;
-    }
-
-    /// <summary>Reads a META_CONTEXT reply payload: u32 context id, then the context name filling the rest.</summary>
-    public static bool TryReadMetaContextReply(ReadOnlySpan<byte> payload, out uint contextId, out string name, out string? error)
-    {
-        contextId = 0;
-        name = "";
-        if (!Wire.Need(payload, MetaContextIdSize, "meta context reply", out error))
-        {
-            return false;
-        }
-        contextId = BinaryPrimitives.ReadUInt32BigEndian(payload);
-        return TryDecodeString(payload[MetaContextIdSize..], "meta context name", out name, out error);
     }
 
     private static bool ExpectInfo(ReadOnlySpan<byte> payload, ushort infoType, int exactLength, out string? error)

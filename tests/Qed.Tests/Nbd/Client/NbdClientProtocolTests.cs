@@ -30,16 +30,16 @@ public sealed class NbdClientProtocolTests
         var reply = new byte[4 + 15];
         BinaryPrimitives.WriteUInt32BigEndian(reply, 42);
         "base:allocation"u8.CopyTo(reply.AsSpan(4));
-        Assert.True(NbdHandshake.TryReadMetaContextReply(reply, out uint id, out string name, out string? error), error);
-        Assert.Equal((42u, "base:allocation"), (id, name));
+        Assert.True(NbdHandshake.TryReadMetaContextReply(reply, out var context, out string? error), error);
+        Assert.Equal(new NbdMetaContext(42, "base:allocation"), context);
 
-        Assert.False(NbdHandshake.TryReadMetaContextReply(reply.AsSpan(0, 3), out _, out _, out error));
+        Assert.False(NbdHandshake.TryReadMetaContextReply(reply.AsSpan(0, 3), out _, out error));
         Assert.Contains("truncated", error, StringComparison.Ordinal);
         reply[6] = 0xff;
-        Assert.False(NbdHandshake.TryReadMetaContextReply(reply, out _, out _, out error));
+        Assert.False(NbdHandshake.TryReadMetaContextReply(reply, out _, out error));
         Assert.Contains("not valid UTF-8", error, StringComparison.Ordinal);
         reply[6] = 0;
-        Assert.False(NbdHandshake.TryReadMetaContextReply(reply, out _, out _, out error));
+        Assert.False(NbdHandshake.TryReadMetaContextReply(reply, out _, out error));
         Assert.Contains("NUL", error, StringComparison.Ordinal);
     }
 
@@ -58,7 +58,7 @@ public sealed class NbdClientProtocolTests
         BinaryPrimitives.WriteUInt64BigEndian(payload.AsSpan(payload.Length - 8), 4096);
         Assert.True(NbdTransmission.TryReadErrorOffset(payload, out uint value, out string message, out ulong at, out error), error);
         Assert.Equal((NbdError.Io, "bad", 4096UL), (value, message, at));
-        Assert.False(NbdTransmission.TryReadErrorOffset(payload.AsSpan(0, payload.Length - 1), out _, out _, out _, out error));
+        Assert.False(NbdTransmission.TryReadErrorOffset(payload.AsSpan(0, payload.Length - 1), out _, out _, out error));
         Assert.Contains("error offset chunk length", error, StringComparison.Ordinal);
 
         var simple = new byte[NbdTransmission.SimpleReplySize];
