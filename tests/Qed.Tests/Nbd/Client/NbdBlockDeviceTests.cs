@@ -14,14 +14,16 @@ namespace Qed.Tests.Nbd.Client;
 /// </summary>
 public sealed class NbdBlockDeviceTests
 {
-    [Fact]
-    public async Task An_nbd_uri_opens_as_a_raw_device_with_extents()
+    [Theory]
+    [InlineData(ServedImage.QemuNbd)]
+    [InlineData(ServedImage.Qed)]
+    public async Task An_nbd_uri_opens_as_a_raw_device_with_extents(string server)
     {
         using var dir = new TempDirectory();
-        string image = NbdClientQemuTests.MakeLayeredImage(dir);
+        string image = NbdClientTests.MakeLayeredImage(dir);
         string expected = Tools.QemuFlattenDigest(dir.Path, image);
-        using var server = QemuNbdServer.Start(dir.Path, image, "-f", "qed", "-r");
-        string uri = server.Uri();
+        await using var served = ServedImage.Start(server, dir.Path, image, readOnly: true);
+        string uri = served.Uri();
 
         using (var device = DiskImage.Open(uri, null, new ImageOpenOptions { ReadOnly = true }))
         {
@@ -37,9 +39,9 @@ public sealed class NbdBlockDeviceTests
             var map = new List<(long Start, long Length, bool Zero, bool Data)>();
             foreach (var extent in ExtentMap.Enumerate(device))
             {
-                NbdClientQemuTests.Add(map, (extent.Offset, extent.Length, extent.ReadsAsZeros, extent.IsData));
+                NbdClientTests.Add(map, (extent.Offset, extent.Length, extent.ReadsAsZeros, extent.IsData));
             }
-            Assert.Equal(NbdClientQemuTests.QemuMap(dir.Path, uri), map);
+            Assert.Equal(NbdClientTests.QemuMap(dir.Path, uri), map);
             // One answer serves the walk: the server sends many extents per BLOCK_STATUS.
             long requests = ((NbdBlockDevice)device).Client.BlockStatusRequests;
             Assert.True(requests < map.Count, $"{requests} BLOCK_STATUS requests for {map.Count} extents");
@@ -59,22 +61,24 @@ public sealed class NbdBlockDeviceTests
         Assert.Throws<QedUnsupportedException>(() => ImageFormats.Qed.Open(uri, new ImageOpenOptions { ReadOnly = true }));
         var readOnly = Assert.Throws<QedReadOnlyException>(() => DiskImage.Open(uri));
         Assert.Contains("Permission denied", readOnly.Message, StringComparison.Ordinal);
-        var missing = Assert.Throws<NbdException>(() => DiskImage.Open(server.Uri("nope"), null, new ImageOpenOptions { ReadOnly = true }));
+        var missing = Assert.Throws<NbdException>(() => DiskImage.Open(served.Uri("nope"), null, new ImageOpenOptions { ReadOnly = true }));
         Assert.Contains("export 'nope' is not available", missing.Message, StringComparison.Ordinal);
         var bad = Assert.ThrowsAny<QedException>(() => DiskImage.Open("nbds://host/x"));
         Assert.Contains("TLS NBD URIs are not supported", bad.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task Writes_through_the_device_land_in_the_export()
+    [Theory]
+    [InlineData(ServedImage.QemuNbd)]
+    [InlineData(ServedImage.Qed)]
+    public async Task Writes_through_the_device_land_in_the_export(string server)
     {
         using var dir = new TempDirectory();
         string image = dir.File("disk.qed");
         Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", image, "8M");
         var model = new byte[8 << 20];
-        using (var server = QemuNbdServer.Start(dir.Path, image, "-f", "qed"))
+        await using (var served = ServedImage.Start(server, dir.Path, image, readOnly: false))
         {
-            await using var device = await DiskImage.OpenAsync(server.Uri());
+            await using var device = await DiskImage.OpenAsync(served.Uri());
             Assert.False(device.IsReadOnly);
             Assert.Equal(BlockState.Zero, device.GetStatus(0, device.Size).State); // held until a change
             Assert.Equal(BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Extents, device.Capabilities);
@@ -105,13 +109,15 @@ public sealed class NbdBlockDeviceTests
         Assert.True(compare.ExitCode == 0, compare.ToString());
     }
 
-    [Fact]
-    public async Task A_qed_overlay_can_have_an_nbd_export_as_backing_file()
+    [Theory]
+    [InlineData(ServedImage.QemuNbd)]
+    [InlineData(ServedImage.Qed)]
+    public async Task A_qed_overlay_can_have_an_nbd_export_as_backing_file(string server)
     {
         using var dir = new TempDirectory();
-        string baseImage = NbdClientQemuTests.MakeLayeredImage(dir);
-        using var server = QemuNbdServer.Start(dir.Path, baseImage, "-f", "qed", "-r");
-        string uri = server.Uri();
+        string baseImage = NbdClientTests.MakeLayeredImage(dir);
+        await using var served = ServedImage.Start(server, dir.Path, baseImage, readOnly: true);
+        string uri = served.Uri();
         string overlay = dir.File("sub/overlay.qed"); // a relative resolution would put the URI under sub/
         Directory.CreateDirectory(dir.File("sub"));
         ImageFormats.Qed.Create(overlay, new ImageCreateOptions { Size = 16L << 20, BackingFile = uri, BackingFormat = "raw" });

@@ -20,14 +20,16 @@ public sealed class NbdCliTests
         return result;
     }
 
-    [Fact]
-    public void Info_prints_what_qemu_img_info_prints()
+    [Theory]
+    [InlineData(ServedImage.QemuNbd)]
+    [InlineData(ServedImage.Qed)]
+    public async Task Info_prints_what_qemu_img_info_prints(string server)
     {
         using var dir = new TempDirectory();
-        string image = NbdClientQemuTests.MakeLayeredImage(dir);
-        using var server = QemuNbdServer.Start(dir.Path, image, "-f", "qed", "-r", "-x", "the disk");
+        string image = NbdClientTests.MakeLayeredImage(dir);
+        await using var served = ServedImage.Start(server, dir.Path, image, readOnly: true, "the disk");
         int compared = 0;
-        foreach (string uri in new[] { server.Uri("the disk"), $"nbd+unix:///the%20disk?socket={server.SocketPath}" })
+        foreach (string uri in new[] { served.Uri("the disk"), $"nbd+unix:///the%20disk?socket={served.SocketPath}" })
         {
             foreach (string[] extra in new[] { Array.Empty<string>(), ["--output=json"] })
             {
@@ -39,14 +41,14 @@ public sealed class NbdCliTests
         }
         Assert.Equal(4, compared);
 
-        var refused = Qed(dir.Path, "info", "-f", "qed", server.Uri("the disk"));
+        var refused = Qed(dir.Path, "info", "-f", "qed", served.Uri("the disk"));
         Assert.Equal(1, refused.ExitCode);
-        Assert.Equal($"qed: Could not open '{server.Uri("the disk")}': an NBD export opens only as raw: formats are not layered over NBD (serve the QED image itself instead)\n", refused.StdErr);
+        Assert.Equal($"qed: Could not open '{served.Uri("the disk")}': an NBD export opens only as raw: formats are not layered over NBD (serve the QED image itself instead)\n", refused.StdErr);
         foreach (var (uri, reason) in new[]
         {
             ("nbds://host/x", "TLS NBD URIs are not supported"),
             ("nbd+unix:///x", "nbd+unix:// needs ?socket=PATH"),
-            ($"nbd+unix:///nope?socket={server.SocketPath}", "export 'nope' is not available"),
+            ($"nbd+unix:///nope?socket={served.SocketPath}", "export 'nope' is not available"),
             ($"nbd+unix:///x?socket={dir.File("missing.sock")}", "No such file or directory"),
         })
         {
@@ -58,13 +60,15 @@ public sealed class NbdCliTests
         }
     }
 
-    [Fact]
-    public void Convert_copies_an_export_sparsely()
+    [Theory]
+    [InlineData(ServedImage.QemuNbd)]
+    [InlineData(ServedImage.Qed)]
+    public async Task Convert_copies_an_export_sparsely(string server)
     {
         using var dir = new TempDirectory();
-        string image = NbdClientQemuTests.MakeLayeredImage(dir);
-        using var server = QemuNbdServer.Start(dir.Path, image, "-f", "qed", "-r", "-x", "disk");
-        string uri = server.Uri("disk");
+        string image = NbdClientTests.MakeLayeredImage(dir);
+        await using var served = ServedImage.Start(server, dir.Path, image, readOnly: true, "disk");
+        string uri = served.Uri("disk");
         string copy = dir.File("copy.qed");
         QedOk(dir.Path, "convert", "-O", "qed", uri, copy);
         var compare = Tools.QemuImgRaw(dir.Path, "compare", "-F", "qed", uri, copy);
@@ -78,13 +82,15 @@ public sealed class NbdCliTests
         Assert.Equal(Tools.QemuFlattenDigest(dir.Path, image), Tools.Sha256OfFile(raw));
     }
 
-    [Fact]
-    public void Io_and_bench_run_against_an_export()
+    [Theory]
+    [InlineData(ServedImage.QemuNbd)]
+    [InlineData(ServedImage.Qed)]
+    public async Task Io_and_bench_run_against_an_export(string server)
     {
         using var dir = new TempDirectory();
-        string image = NbdClientQemuTests.MakeLayeredImage(dir);
-        using var server = QemuNbdServer.Start(dir.Path, image, "-f", "qed");
-        string uri = server.Uri();
+        string image = NbdClientTests.MakeLayeredImage(dir);
+        await using var served = ServedImage.Start(server, dir.Path, image, readOnly: false);
+        string uri = served.Uri();
         string[] commands = ["read -P 0x11 0 1M", "read -P 0x22 2M 1M", "read -P 0 4M 1M", "write -P 0x66 8M 64k", "read -P 0x66 8M 64k", "write -z 8M 4k", "read -P 0 8M 4k", "flush"];
         var args = new List<string> { "io" };
         foreach (string command in commands)
@@ -104,16 +110,18 @@ public sealed class NbdCliTests
         Assert.Contains("Run completed in", read.StdOut, StringComparison.Ordinal);
         var write = QedOk(dir.Path, "bench", "-w", "-c", "2000", "-d", "16", "-s", "4096", "-o", "1M", uri);
         Assert.Contains("Sending 2000 write requests, 4096 bytes each, 16 in parallel", write.StdOut, StringComparison.Ordinal);
-        TestSeed.Report($"qed bench over qemu-nbd: {QedCli.Lines(read.StdOut)[^1]} (reads, depth 8); {QedCli.Lines(write.StdOut)[^1]} (writes, depth 16)");
+        TestSeed.Report($"qed bench over {server}: {QedCli.Lines(read.StdOut)[^1]} (reads, depth 8); {QedCli.Lines(write.StdOut)[^1]} (writes, depth 16)");
     }
 
-    [Fact]
-    public void A_qed_overlay_over_an_nbd_backing_uri()
+    [Theory]
+    [InlineData(ServedImage.QemuNbd)]
+    [InlineData(ServedImage.Qed)]
+    public async Task A_qed_overlay_over_an_nbd_backing_uri(string server)
     {
         using var dir = new TempDirectory();
-        string image = NbdClientQemuTests.MakeLayeredImage(dir);
-        using var server = QemuNbdServer.Start(dir.Path, image, "-f", "qed", "-r");
-        string uri = server.Uri();
+        string image = NbdClientTests.MakeLayeredImage(dir);
+        await using var served = ServedImage.Start(server, dir.Path, image, readOnly: true);
+        string uri = served.Uri();
         Directory.CreateDirectory(dir.File("sub"));
         string overlay = dir.File("sub/overlay.qed");
         QedOk(dir.Path, "create", "-f", "qed", "-b", uri, "-F", "raw", overlay);

@@ -240,7 +240,7 @@ public sealed class NbdClientHostileServerTests
             await c.WriteAsync(Chunk(NbdChunk.FlagDone, NbdChunk.TypeNone, second.Cookie, 0));
             await c.DrainAsync();
         });
-        await using var client = await NbdClientQemuTests.Connect(server.SocketPath, "", new NbdClientOptions());
+        await using var client = await NbdClientTests.Connect(server.SocketPath, "", new NbdClientOptions());
         var buffer = new byte[ReadLength];
         var failure = await Assert.ThrowsAsync<NbdException>(() => client.ReadAsync(buffer, 0).AsTask().WaitAsync(s_timeout));
         Assert.Equal("EIO", failure.ErrorName);

@@ -58,7 +58,7 @@ public sealed class NbdClientProtocolTests
         BinaryPrimitives.WriteUInt64BigEndian(payload.AsSpan(payload.Length - 8), 4096);
         Assert.True(NbdTransmission.TryReadErrorOffset(payload, out uint value, out string message, out ulong at, out error), error);
         Assert.Equal((NbdError.Io, "bad", 4096UL), (value, message, at));
-        Assert.False(NbdTransmission.TryReadErrorOffset(payload.AsSpan(0, payload.Length - 1), out _, out _, out error));
+        Assert.False(NbdTransmission.TryReadErrorOffset(payload.AsSpan(0, payload.Length - 1), out _, out _, out _, out error));
         Assert.Contains("error offset chunk length", error, StringComparison.Ordinal);
 
         var simple = new byte[NbdTransmission.SimpleReplySize];
