@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text.Json;
+using Qed.Image;
 using Qed.Nbd.Client;
 using Qed.Nbd.Protocol;
 using Qed.Tests.Infrastructure;
@@ -262,6 +263,48 @@ public sealed class NbdClientTests
         await client.ReadAsync(buffer, 0).AsTask().WaitAsync(s_timeout);
         Assert.All(buffer, b => Assert.Equal(0x44, b));
         Assert.Throws<ArgumentOutOfRangeException>(() => { _ = client.ReadAsync(buffer, client.Size - 1); });
+    }
+
+    [Fact]
+    public async Task Tcp_uris_over_ipv4_ipv6_and_a_host_name()
+    {
+        using var dir = new TempDirectory();
+        string image = dir.File("disk.qed");
+        Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", image, "4M");
+        Tools.QemuIo(dir.Path, "qed", image, "write -P 0x5c 1M 64k");
+        int ran = 0;
+        foreach (var (address, host) in new[] { (System.Net.IPAddress.Loopback, "127.0.0.1"), (System.Net.IPAddress.Loopback, "localhost"), (System.Net.IPAddress.IPv6Loopback, "[::1]") })
+        {
+            var (server, port) = QemuNbdServer.StartTcp(image, address, "-f", "qed", "-r", "-x", "d");
+            using (server)
+            {
+                string uri = $"nbd://{host}:{port}/d";
+                await using var client = await NbdClient.ConnectAsync(uri, CancellationToken.None).WaitAsync(s_timeout);
+                var buffer = new byte[65536];
+                await client.ReadAsync(buffer, 1 << 20).AsTask().WaitAsync(s_timeout);
+                Assert.All(buffer, b => Assert.Equal(0x5c, b));
+                await using var device = await DiskImage.OpenAsync($"nbd+tcp://{host}:{port}/d", "raw", new ImageOpenOptions { ReadOnly = true });
+                Assert.Equal(4L << 20, device.Size);
+                ran++;
+            }
+        }
+        Assert.Equal(3, ran);
+    }
+
+    [Fact]
+    public async Task Cancellation_before_sending_leaves_the_connection_usable()
+    {
+        using var dir = new TempDirectory();
+        string image = dir.File("disk.qed");
+        Tools.QemuImg(dir.Path, "create", "-q", "-f", "qed", image, "4M");
+        await using var served = ServedImage.Start(ServedImage.Qed, dir.Path, image, readOnly: true);
+        await using var client = await Connect(served.SocketPath, "", new NbdClientOptions());
+        var buffer = new byte[4096];
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => client.ReadAsync(buffer, 0, new CancellationToken(true)).AsTask());
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => client.GetBlockStatusAsync(0, 4096, new CancellationToken(true)).AsTask());
+        buffer.AsSpan().Fill(1);
+        await client.ReadAsync(buffer, 0).AsTask().WaitAsync(s_timeout);
+        Assert.All(buffer, b => Assert.Equal(0, b));
     }
 
     internal static Task<NbdClient> Connect(string socketPath, string export, NbdClientOptions options) =>

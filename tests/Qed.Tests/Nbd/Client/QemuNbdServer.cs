@@ -49,6 +49,45 @@ internal sealed class QemuNbdServer : IDisposable
         return server;
     }
 
+    /// <summary>Starts <c>qemu-nbd -t -e 8 -b ADDRESS -p PORT [ARGS] IMAGE</c> on a free port and waits until it accepts connections.</summary>
+    public static (QemuNbdServer Server, int Port) StartTcp(string image, System.Net.IPAddress address, params string[] arguments)
+    {
+        using (var probe = new System.Net.Sockets.Socket(address.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp))
+        {
+            probe.Bind(new System.Net.IPEndPoint(address, 0));
+            arguments = ["-p", ((System.Net.IPEndPoint)probe.LocalEndPoint!).Port.ToString(System.Globalization.CultureInfo.InvariantCulture), .. arguments];
+        }
+        int port = int.Parse(arguments[1], System.Globalization.CultureInfo.InvariantCulture);
+        var info = new ProcessStartInfo("qemu-nbd") { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (string argument in (string[])["-t", "-e", "8", "-b", address.ToString(), .. arguments, image])
+        {
+            info.ArgumentList.Add(argument);
+        }
+        var process = Process.Start(info) ?? throw new InvalidOperationException("could not start qemu-nbd");
+        var server = new QemuNbdServer(process, "");
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            using var socket = new System.Net.Sockets.Socket(address.AddressFamily, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            try
+            {
+                // A connection that is accepted and dropped costs qemu-nbd nothing (-t keeps it serving).
+                socket.Connect(new System.Net.IPEndPoint(address, port));
+                return (server, port);
+            }
+            catch (System.Net.Sockets.SocketException) when (!process.HasExited && clock.Elapsed < s_startTimeout)
+            {
+                Thread.Sleep(10);
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+                string error = process.HasExited ? process.StandardError.ReadToEnd() : "no answer";
+                server.Dispose();
+                throw new InvalidOperationException($"qemu-nbd on {address} port {port} did not start: {error}");
+            }
+        }
+    }
+
     /// <summary>Stops the server (SIGTERM, then SIGKILL if it lingers) and waits for it.</summary>
     public void Dispose()
     {
@@ -63,7 +102,10 @@ internal sealed class QemuNbdServer : IDisposable
             }
         }
         _process.Dispose();
-        File.Delete(SocketPath);
+        if (SocketPath.Length > 0)
+        {
+            File.Delete(SocketPath);
+        }
     }
 
     private const int SigTerm = 15;
