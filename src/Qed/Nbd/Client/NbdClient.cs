@@ -342,7 +342,7 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
                 await _reader.WaitAsync(_closeTimeout).ConfigureAwait(false);
             }
         }
-        catch (Exception e) when (e is TimeoutException or IOException or SocketException or ObjectDisposedException)
+        catch (Exception e) when (e is TimeoutException or IOException or SocketException or ObjectDisposedException or OperationCanceledException)
         {
             // A server that does not close in time is dropped below.
         }
@@ -361,14 +361,19 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
         }
     }
 
+    /// <summary>Sends DISC and shuts the sending side; gives up (the connection is then dropped) when a writer stuck on a server that stopped reading holds the line past the close timeout.</summary>
     private async Task SendDisconnectAsync()
     {
-        await _writeLock.WaitAsync().ConfigureAwait(false);
+        using var deadline = new CancellationTokenSource(_closeTimeout);
+        if (!await _writeLock.WaitAsync(_closeTimeout).ConfigureAwait(false))
+        {
+            return;
+        }
         try
         {
             NbdTransmission.WriteRequest(_requestHeader, new NbdRequest(0, NbdCommand.Disc, 0, 0, 0));
-            await _transport.WriteAsync(_requestHeader, ReadOnlyMemory<byte>.Empty, CancellationToken.None).ConfigureAwait(false);
-            await _transport.ShutdownAsync(CancellationToken.None).ConfigureAwait(false);
+            await _transport.WriteAsync(_requestHeader, ReadOnlyMemory<byte>.Empty, deadline.Token).ConfigureAwait(false);
+            await _transport.ShutdownAsync(deadline.Token).ConfigureAwait(false);
         }
         finally
         {

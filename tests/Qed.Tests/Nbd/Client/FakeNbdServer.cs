@@ -168,6 +168,9 @@ internal sealed class FakeNbdConnection(Stream stream, CancellationToken stop) :
         return WriteAsync(Chunk(flags, NbdChunk.TypeOffsetHole, cookie, (uint)payload.Length), payload);
     }
 
+    /// <summary>Reads nothing more until the server is stopped (a server that stopped reading).</summary>
+    public Task IdleAsync() => Task.Delay(Timeout.Infinite, stop);
+
     /// <summary>Waits until the client closes the connection (or the server is stopped).</summary>
     public async Task DrainAsync()
     {

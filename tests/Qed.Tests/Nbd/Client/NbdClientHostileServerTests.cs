@@ -252,6 +252,29 @@ public sealed class NbdClientHostileServerTests
     }
 
     [Fact]
+    public async Task Dispose_does_not_hang_on_a_server_that_stopped_reading()
+    {
+        using var dir = new TempDirectory();
+        await using var server = FakeNbdServer.Start(dir.Path, async c =>
+        {
+            await c.HandshakeAsync(NbdTransmissionFlags.HasFlags);
+            await c.IdleAsync();
+        });
+        var client = await NbdClient.ConnectAsync(new UnixDomainSocketEndPoint(server.SocketPath), "", server.SocketPath,
+            new NbdClientOptions { CloseTimeout = TimeSpan.FromMilliseconds(300) }, CancellationToken.None).WaitAsync(s_timeout);
+        // Far more than the socket buffers hold: the sender blocks on the full socket.
+        var data = new byte[FakeNbdServer.ExportSize];
+        var writes = Enumerable.Range(0, 4).Select(_ => client.WriteAsync(data, 0).AsTask()).ToArray();
+        await Task.Delay(100);
+        Assert.DoesNotContain(writes, w => w.IsCompleted);
+        await client.DisposeAsync().AsTask().WaitAsync(s_timeout);
+        foreach (var write in writes)
+        {
+            await Assert.ThrowsAsync<NbdException>(() => write.WaitAsync(s_timeout));
+        }
+    }
+
+    [Fact]
     public async Task Dispose_fails_a_request_the_server_never_answers()
     {
         using var dir = new TempDirectory();
