@@ -13,6 +13,9 @@ internal sealed class NbdBlockDevice : BlockDevice
     /// <summary>Zeros written per request where the server has no WRITE_ZEROES.</summary>
     private const int ZeroBufferSize = 1024 * 1024;
 
+    /// <summary>Reads longer than this are sent as pieces of this size, all in flight at once.</summary>
+    private const int ParallelReadPiece = 512 * 1024;
+
     private readonly NbdClient _client;
     private readonly string _fileName;
     private readonly bool _readOnly;
@@ -83,8 +86,21 @@ internal sealed class NbdBlockDevice : BlockDevice
         | (_client.BaseAllocation ? BlockDeviceCapabilities.Extents : BlockDeviceCapabilities.None);
 
     /// <inheritdoc />
+    /// <remarks>Large reads go out as several requests at once, so a server that works on requests in parallel does (a copy reads one large chunk at a time).</remarks>
     protected internal override ValueTask ReadCoreAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken) =>
-        Run(_client.ReadAsync(destination, offset, cancellationToken), useAsync);
+        Run(destination.Length <= ParallelReadPiece ? _client.ReadAsync(destination, offset, cancellationToken) : ReadInPiecesAsync(destination, offset, cancellationToken), useAsync);
+
+    private async ValueTask ReadInPiecesAsync(Memory<byte> destination, long offset, CancellationToken cancellationToken)
+    {
+        var pieces = new Task[(destination.Length + ParallelReadPiece - 1) / ParallelReadPiece];
+        for (int i = 0; i < pieces.Length; i++)
+        {
+            int at = i * ParallelReadPiece;
+            pieces[i] = _client.ReadAsync(destination.Slice(at, Math.Min(ParallelReadPiece, destination.Length - at)), offset + at, cancellationToken).AsTask();
+        }
+        // Every piece is waited for: each fills part of the caller's buffer until it completes.
+        await Task.WhenAll(pieces).ConfigureAwait(false);
+    }
 
     /// <inheritdoc />
     protected internal override ValueTask WriteCoreAsync(ReadOnlyMemory<byte> source, long offset, bool useAsync, CancellationToken cancellationToken) =>
