@@ -42,7 +42,7 @@ internal sealed class NbdBlockDevice : BlockDevice
     public static async ValueTask<NbdBlockDevice> OpenAsync(string uri, bool readOnly, bool useAsync, CancellationToken cancellationToken)
     {
         var parsed = NbdUri.Parse(uri);
-        var connecting = NbdClient.ConnectAsync(parsed.EndPoint, parsed.ExportName, parsed.Server, new NbdClientOptions(), cancellationToken);
+        var connecting = NbdClient.ConnectAsync(parsed.EndPoint, parsed.ExportName, parsed.Server, parsed.Options, cancellationToken);
         // The sync API blocks here: the connection is asynchronous by nature.
         var client = useAsync ? await connecting.ConfigureAwait(false) : connecting.GetAwaiter().GetResult();
         if (!readOnly && client.IsReadOnly)

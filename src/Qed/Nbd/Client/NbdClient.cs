@@ -67,7 +67,7 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
     public static Task<NbdClient> ConnectAsync(string uri, CancellationToken cancellationToken)
     {
         var parsed = NbdUri.Parse(uri);
-        return ConnectAsync(parsed.EndPoint, parsed.ExportName, parsed.Server, new NbdClientOptions(), cancellationToken);
+        return ConnectAsync(parsed.EndPoint, parsed.ExportName, parsed.Server, parsed.Options, cancellationToken);
     }
 
     /// <summary>Connects to export <paramref name="exportName"/> (empty: the server's default) of the server at <paramref name="endPoint"/> (a <see cref="UnixDomainSocketEndPoint"/>, <see cref="IPEndPoint"/> or <see cref="DnsEndPoint"/>).</summary>
@@ -106,8 +106,8 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
                 throw new NbdException($"Failed to connect to '{server}': {reason}", e);
             }
             transport = new SocketTransport(socket);
-            var info = await NbdClientHandshake.NegotiateAsync(transport, exportName, options, server, deadline.Token).ConfigureAwait(false);
-            return new NbdClient(transport, info, server, options);
+            var (info, negotiated) = await NbdClientHandshake.NegotiateAsync(transport, exportName, options, server, deadline.Token).ConfigureAwait(false);
+            return new NbdClient(negotiated, info, server, options);
         }
         catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested)
         {

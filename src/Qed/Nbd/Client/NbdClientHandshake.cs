@@ -1,4 +1,8 @@
+using System.Net.Security;
+using System.Net.Sockets;
 using System.Numerics;
+using System.Security.Authentication;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Qed.Nbd.Protocol;
 using Qed.Nbd.Transport;
@@ -19,7 +23,7 @@ internal sealed class NbdClientHandshake
 
     private static readonly ushort[] s_infoRequests = [NbdInfo.Name, NbdInfo.Description, NbdInfo.BlockSize];
 
-    private readonly NbdTransport _transport;
+    private NbdTransport _transport;
     private readonly string _exportName;
     private readonly NbdClientOptions _options;
     private readonly string _server;
@@ -33,10 +37,25 @@ internal sealed class NbdClientHandshake
         _server = server;
     }
 
-    /// <summary>Runs the handshake on a fresh connection; on return, transmission has begun.</summary>
-    /// <exception cref="NbdException">The server refused the export or broke the protocol.</exception>
-    public static Task<NbdExportInfo> NegotiateAsync(NbdTransport transport, string exportName, NbdClientOptions options, string server, CancellationToken cancellationToken) =>
-        new NbdClientHandshake(transport, exportName, options, server).RunAsync(cancellationToken);
+    /// <summary>
+    /// Runs the handshake on a fresh connection; on return, transmission has begun on the returned transport (the TLS
+    /// one after STARTTLS, which then owns the connection; else <paramref name="transport"/>).
+    /// </summary>
+    /// <exception cref="NbdException">The server refused the export or TLS, or broke the protocol.</exception>
+    public static async Task<(NbdExportInfo Info, NbdTransport Transport)> NegotiateAsync(NbdTransport transport, string exportName, NbdClientOptions options, string server, CancellationToken cancellationToken)
+    {
+        var handshake = new NbdClientHandshake(transport, exportName, options, server);
+        try
+        {
+            var info = await handshake.RunAsync(cancellationToken).ConfigureAwait(false);
+            return (info, handshake._transport);
+        }
+        catch when (handshake._transport != transport)
+        {
+            await handshake._transport.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
 
     private async Task<NbdExportInfo> RunAsync(CancellationToken cancellationToken)
     {
@@ -55,8 +74,14 @@ internal sealed class NbdClientHandshake
 
         if (!fixedNewstyle)
         {
-            // Plain newstyle: EXPORT_NAME is the only legal option (NBD.md 1.3).
-            return await ExportNameAsync(structuredReplies: false, cancellationToken).ConfigureAwait(false);
+            // Plain newstyle: EXPORT_NAME is the only legal option (NBD.md 1.3), and TLS is impossible.
+            return _options.Tls is null
+                ? await ExportNameAsync(structuredReplies: false, cancellationToken).ConfigureAwait(false)
+                : throw Fail("the server does not speak fixed newstyle, which TLS needs");
+        }
+        if (_options.Tls is { } tls)
+        {
+            await StartTlsAsync(tls, cancellationToken).ConfigureAwait(false);
         }
 
         bool structured = _options.StructuredReplies && await StructuredRepliesAsync(cancellationToken).ConfigureAwait(false);
@@ -68,6 +93,96 @@ internal sealed class NbdClientHandshake
         // EXPORT_NAME after a SET_META_CONTEXT keeps the selection (the spec ties contexts to the export, not to GO).
         var fallback = await ExportNameAsync(structured, cancellationToken).ConfigureAwait(false);
         return fallback with { BaseAllocationId = contextId };
+    }
+
+    /// <summary>STARTTLS, then the TLS handshake on the same socket (NBD.md 5.1); everything after it is encrypted.</summary>
+    private async Task StartTlsAsync(NbdClientTls tls, CancellationToken cancellationToken)
+    {
+        await SendOptionAsync(NbdOption.StartTls, [], cancellationToken).ConfigureAwait(false);
+        var (header, payload) = await ReadReplyAsync(NbdOption.StartTls, cancellationToken).ConfigureAwait(false);
+        if (header.ReplyType != NbdOptionReply.Ack)
+        {
+            throw NbdOptionReply.IsError(header.ReplyType)
+                ? Fail($"the server refused TLS ({NbdErrors.OptionReply(header.ReplyType)}){Message(payload)}")
+                : Unexpected(NbdOption.StartTls, header.ReplyType);
+        }
+        if (_transport is not SocketTransport plain || plain.BufferedBytes != 0)
+        {
+            // Bytes after the ACK and before the TLS handshake could only be an attacker's injection (NBD.md 5.3).
+            throw Fail("data arrived between the STARTTLS ACK and the TLS handshake");
+        }
+        var authentication = ClientAuthentication(tls, out Func<string> rejection);
+        var ssl = new SslStream(new NetworkStream(plain.Socket, ownsSocket: true), leaveInnerStreamOpen: false);
+        _transport = new StreamTransport(ssl); // owns the socket from here, also if the handshake fails
+        try
+        {
+            await ssl.AuthenticateAsClientAsync(authentication, cancellationToken).ConfigureAwait(false);
+        }
+        catch (AuthenticationException e)
+        {
+            throw Fail($"TLS handshake failed: {rejection() ?? e.Message}");
+        }
+    }
+
+    /// <summary>The client's TLS settings: the CAs of the certificates directory (or the system's), its client certificate, and the name to check.</summary>
+    private SslClientAuthenticationOptions ClientAuthentication(NbdClientTls tls, out Func<string> rejection)
+    {
+        var options = new SslClientAuthenticationOptions
+        {
+            TargetHost = tls.HostName ?? "localhost",
+            // A session resumed from a connection that sent no client certificate would send none now either, and a
+            // server that requires one then refuses it (seen with two servers on one machine): always a full handshake.
+            AllowTlsResume = false,
+            EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+            CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
+        };
+        string? why = null;
+        rejection = () => why!;
+        if (tls.CertificatesDirectory is { } directory)
+        {
+            string ca = Path.Combine(directory, "ca-cert.pem");
+            string certificate = Path.Combine(directory, "client-cert.pem");
+            string key = Path.Combine(directory, "client-key.pem");
+            try
+            {
+                if (tls.VerifyPeer)
+                {
+                    // Trust exactly the directory's CAs, as libnbd and qemu do with a credentials directory.
+                    var authorities = new X509Certificate2Collection();
+                    authorities.ImportFromPemFile(ca);
+                    var policy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, RevocationMode = X509RevocationMode.NoCheck };
+                    policy.CustomTrustStore.AddRange(authorities);
+                    options.CertificateChainPolicy = policy;
+                }
+                if (File.Exists(certificate))
+                {
+                    using var pem = X509Certificate2.CreateFromPemFile(certificate, key);
+                    // Through PKCS#12 so the key is usable by the TLS stack on every platform.
+                    var loaded = X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+                    options.ClientCertificates = [loaded];
+                    // Sent whenever the server asks, whatever CA names it lists.
+                    options.LocalCertificateSelectionCallback = (_, _, _, _, _) => loaded;
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
+            {
+                throw Fail($"cannot load the TLS certificates in '{directory}': {e.Message}");
+            }
+        }
+        options.RemoteCertificateValidationCallback = (_, _, _, errors) =>
+        {
+            if (!tls.VerifyPeer || errors == SslPolicyErrors.None)
+            {
+                return true;
+            }
+            why = (errors & SslPolicyErrors.RemoteCertificateNameMismatch) != 0
+                ? $"the server's certificate is not for '{options.TargetHost}'"
+                : (errors & SslPolicyErrors.RemoteCertificateNotAvailable) != 0
+                    ? "the server sent no certificate"
+                    : "the server's certificate is not signed by a trusted CA";
+            return false;
+        };
+        return options;
     }
 
     private async Task<bool> StructuredRepliesAsync(CancellationToken cancellationToken)
@@ -277,11 +392,21 @@ internal sealed class NbdClientHandshake
     /// <summary>The refusal of the export, with the server's own message (qemu: <c>export 'x' not present</c>).</summary>
     private NbdException Refused(uint replyType, byte[] payload)
     {
+        string message = Message(payload);
+        string what = replyType switch
+        {
+            NbdOptionReply.ErrUnknown => $"export '{_exportName}' is not available",
+            NbdOptionReply.ErrTlsReqd => "the server requires TLS (use an nbds:// URI)",
+            _ => $"export '{_exportName}' was refused ({NbdErrors.OptionReply(replyType)})",
+        };
+        return Fail(message.Length == 0 ? what : $"{what}: server reported{message}");
+    }
+
+    /// <summary>An error reply's text as <c>: text</c>, or empty.</summary>
+    private static string Message(byte[] payload)
+    {
         string message = Encoding.UTF8.GetString(payload, 0, Math.Min(payload.Length, NbdLimits.MaxStringBytes)).ReplaceLineEndings(" ").Trim();
-        string what = replyType == NbdOptionReply.ErrUnknown
-            ? $"export '{_exportName}' is not available"
-            : $"export '{_exportName}' was refused ({NbdErrors.OptionReply(replyType)})";
-        return Fail(message.Length == 0 ? what : $"{what}: server reported: {message}");
+        return message.Length == 0 ? "" : ": " + message;
     }
 
     private NbdException Unexpected(uint option, uint replyType) => Fail($"unexpected {NbdErrors.OptionReply(replyType)} reply to {OptionName(option)}");
@@ -294,6 +419,7 @@ internal sealed class NbdClientHandshake
         NbdOption.StructuredReply => "STRUCTURED_REPLY",
         NbdOption.SetMetaContext => "SET_META_CONTEXT",
         NbdOption.Go => "GO",
+        NbdOption.StartTls => "STARTTLS",
         _ => $"option {option}",
     };
 }

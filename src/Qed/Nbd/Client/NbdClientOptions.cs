@@ -21,6 +21,15 @@ internal sealed record NbdClientOptions
     /// <summary>How long a dispose waits for requests in flight and for the server to close after <c>NBD_CMD_DISC</c>.</summary>
     public TimeSpan CloseTimeout { get; init; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>Start TLS (STARTTLS) before anything else, with these settings; null for a plain connection.</summary>
+    public NbdClientTls? Tls { get; init; }
+
     /// <summary>Cap on the payload of one request, below what the server advertises if that is larger.</summary>
     public uint MaxPayload { get; init; } = DefaultMaxPayload;
 }
+
+/// <summary>TLS settings of a client (libnbd's URI parameters).</summary>
+/// <param name="CertificatesDirectory">A directory with <c>ca-cert.pem</c> (the CAs the server certificate must chain to) and optionally <c>client-cert.pem</c> and <c>client-key.pem</c>; null trusts the system's CAs and sends no client certificate.</param>
+/// <param name="VerifyPeer">Check the server's certificate (chain and name); false accepts any (encryption without authentication).</param>
+/// <param name="HostName">The name the server's certificate must carry (default: the URI's host, <c>localhost</c> for a unix socket).</param>
+internal sealed record NbdClientTls(string? CertificatesDirectory, bool VerifyPeer, string? HostName);

@@ -8,7 +8,9 @@ namespace Qed.Nbd.Client;
 
 /// <summary>
 /// An NBD URI as qemu and libnbd spell it: <c>nbd://HOST[:PORT]/EXPORT</c> (also <c>nbd+tcp://</c>) and
-/// <c>nbd+unix:///EXPORT?socket=PATH</c>; the export name and the socket path are percent-decoded.
+/// <c>nbd+unix:///EXPORT?socket=PATH</c>; the export name and the socket path are percent-decoded. <c>nbds</c> asks for
+/// TLS, with libnbd's query parameters <c>tls-certificates=DIR</c> (<c>ca-cert.pem</c>, optional
+/// <c>client-cert.pem</c>/<c>client-key.pem</c>), <c>tls-verify-peer=false</c> and <c>tls-hostname=NAME</c>.
 /// </summary>
 /// <remarks>
 /// Parsed by hand rather than with <see cref="Uri"/>, which normalises unknown schemes in ways that would change an
@@ -33,6 +35,9 @@ internal sealed record NbdUri
 
     /// <summary>The export name, decoded (empty: the server's default export).</summary>
     public string ExportName { get; init; } = "";
+
+    /// <summary>TLS settings for <c>nbds</c> URIs, else null.</summary>
+    public NbdClientTls? Tls { get; init; }
 
     /// <summary>True when <paramref name="name"/> looks like an NBD URI (<c>nbd</c> or <c>nbds</c>, optionally <c>+transport</c>, then <c>://</c>), so it is not to be taken as a file name.</summary>
     public static bool IsNbdUri(string name)
@@ -68,15 +73,12 @@ internal sealed record NbdUri
         int schemeEnd = text.IndexOf("://", StringComparison.Ordinal);
         string scheme = text[..schemeEnd].ToLowerInvariant();
         string rest = text[(schemeEnd + 3)..];
-        if (scheme.StartsWith("nbds", StringComparison.Ordinal))
-        {
-            throw new QedException($"Invalid NBD URI '{text}': TLS NBD URIs are not supported");
-        }
-        bool unix = scheme switch
+        bool tls = scheme.StartsWith("nbds", StringComparison.Ordinal);
+        bool unix = (tls ? "nbd" + scheme[4..] : scheme) switch
         {
             "nbd" or "nbd+tcp" => false,
             "nbd+unix" => true,
-            _ => throw Invalid(text, $"the transport '{scheme[4..]}' is not supported (use nbd://, nbd+tcp:// or nbd+unix://)"),
+            _ => throw Invalid(text, $"the transport '{scheme[(scheme.IndexOf('+', StringComparison.Ordinal) + 1)..]}' is not supported (use nbd://, nbd+tcp:// or nbd+unix://)"),
         };
 
         int fragment = rest.IndexOf('#', StringComparison.Ordinal);
@@ -98,21 +100,45 @@ internal sealed record NbdUri
         CheckExportName(text, exportName);
 
         string? socket = null;
+        string? certificates = null;
+        string? hostName = null;
+        bool? verifyPeer = null;
+        var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (string parameter in (query ?? "").Split('&', StringSplitOptions.RemoveEmptyEntries))
         {
             int equals = parameter.IndexOf('=', StringComparison.Ordinal);
             string key = Decode(text, equals >= 0 ? parameter[..equals] : parameter, "query parameter");
             string value = equals >= 0 ? Decode(text, parameter[(equals + 1)..], "query parameter") : "";
-            if (key != "socket" || !unix)
+            if (!seen.Add(key))
             {
-                throw Invalid(text, $"the query parameter '{key}' is not supported" + (key == "socket" ? " with TCP (use nbd+unix://)" : ""));
+                throw Invalid(text, key == "socket" ? "the socket is given twice" : $"the query parameter '{key}' is given twice");
             }
-            if (socket is not null)
+            switch (key)
             {
-                throw Invalid(text, "the socket is given twice");
+                case "socket" when unix:
+                    socket = value;
+                    break;
+                case "tls-certificates" or "tls-verify-peer" or "tls-hostname" when !tls:
+                    throw Invalid(text, $"'{key}' needs TLS (nbds://)");
+                case "tls-certificates":
+                    certificates = value.Length > 0 ? value : throw Invalid(text, "tls-certificates names no directory");
+                    break;
+                case "tls-hostname":
+                    hostName = value.Length > 0 ? value : throw Invalid(text, "tls-hostname is empty");
+                    break;
+                case "tls-verify-peer":
+                    verifyPeer = value switch
+                    {
+                        "true" or "1" or "yes" or "on" => true,
+                        "false" or "0" or "no" or "off" => false,
+                        _ => throw Invalid(text, $"tls-verify-peer must be true or false, not '{value}'"),
+                    };
+                    break;
+                default:
+                    throw Invalid(text, $"the query parameter '{key}' is not supported" + (key == "socket" ? " with TCP (use nbd+unix://)" : ""));
             }
-            socket = value;
         }
+        var tlsSettings = tls ? new NbdClientTls(certificates, verifyPeer ?? true, hostName) : null;
 
         if (unix)
         {
@@ -128,7 +154,7 @@ internal sealed record NbdUri
             {
                 throw Invalid(text, "the socket path contains a NUL byte");
             }
-            return new NbdUri { Text = text, SocketPath = socket, ExportName = exportName };
+            return new NbdUri { Text = text, SocketPath = socket, ExportName = exportName, Tls = tlsSettings };
         }
 
         if (authority.Contains('@', StringComparison.Ordinal))
@@ -136,8 +162,11 @@ internal sealed record NbdUri
             throw Invalid(text, "a user name is not supported");
         }
         var (host, port) = ParseAuthority(text, authority);
-        return new NbdUri { Text = text, Host = host, Port = port, ExportName = exportName };
+        return new NbdUri { Text = text, Host = host, Port = port, ExportName = exportName, Tls = tlsSettings };
     }
+
+    /// <summary>The client options this URI asks for.</summary>
+    public NbdClientOptions Options => Tls is null ? new NbdClientOptions() : new NbdClientOptions { Tls = Tls with { HostName = Tls.HostName ?? Host ?? "localhost" } };
 
     /// <summary>Where to connect.</summary>
     public EndPoint EndPoint =>
@@ -154,8 +183,8 @@ internal sealed record NbdUri
     /// </summary>
     public string QemuName =>
         SocketPath is not null
-            ? $"nbd+unix://{(ExportName.Length > 0 ? "/" + ExportName : "")}?socket={SocketPath}"
-            : $"nbd://{Host}:{Port}{(ExportName.Length > 0 ? "/" + ExportName : "")}";
+            ? $"nbd{(Tls is null ? "" : "s")}+unix://{(ExportName.Length > 0 ? "/" + ExportName : "")}?socket={SocketPath}"
+            : $"nbd{(Tls is null ? "" : "s")}://{Host}:{Port}{(ExportName.Length > 0 ? "/" + ExportName : "")}";
 
     /// <inheritdoc />
     public override string ToString() => Text;

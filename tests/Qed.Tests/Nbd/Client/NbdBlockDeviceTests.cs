@@ -63,8 +63,8 @@ public sealed class NbdBlockDeviceTests
         Assert.Contains("Permission denied", readOnly.Message, StringComparison.Ordinal);
         var missing = Assert.Throws<NbdException>(() => DiskImage.Open(served.Uri("nope"), null, new ImageOpenOptions { ReadOnly = true }));
         Assert.Contains("export 'nope' is not available", missing.Message, StringComparison.Ordinal);
-        var bad = Assert.ThrowsAny<QedException>(() => DiskImage.Open("nbds://host/x"));
-        Assert.Contains("TLS NBD URIs are not supported", bad.Message, StringComparison.Ordinal);
+        var bad = Assert.ThrowsAny<QedException>(() => DiskImage.Open("nbd+vsock://2/x"));
+        Assert.Contains("the transport 'vsock' is not supported", bad.Message, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -46,7 +46,7 @@ public sealed class NbdCliTests
         Assert.Equal($"qed: Could not open '{served.Uri("the disk")}': an NBD export opens only as raw: formats are not layered over NBD (serve the QED image itself instead)\n", refused.StdErr);
         foreach (var (uri, reason) in new[]
         {
-            ("nbds://host/x", "TLS NBD URIs are not supported"),
+            ("nbd://host/x?tls-certificates=/etc", "'tls-certificates' needs TLS (nbds://)"),
             ("nbd+unix:///x", "nbd+unix:// needs ?socket=PATH"),
             ($"nbd+unix:///nope?socket={served.SocketPath}", "export 'nope' is not available"),
             ($"nbd+unix:///x?socket={dir.File("missing.sock")}", "No such file or directory"),

@@ -57,8 +57,12 @@ public sealed class NbdUriTests
 
     public static TheoryData<string, string> Invalid() => new()
     {
-        { "nbds://host/x", "TLS NBD URIs are not supported" },
-        { "nbds+unix:///x?socket=/s", "TLS NBD URIs are not supported" },
+        { "nbd://host/x?tls-certificates=/d", "'tls-certificates' needs TLS (nbds://)" },
+        { "nbd+unix:///x?socket=/s&tls-hostname=h", "'tls-hostname' needs TLS (nbds://)" },
+        { "nbds://host/x?tls-verify-peer=maybe", "tls-verify-peer must be true or false, not 'maybe'" },
+        { "nbds://host/x?tls-certificates=", "tls-certificates names no directory" },
+        { "nbds://host/x?tls-hostname=a&tls-hostname=b", "the query parameter 'tls-hostname' is given twice" },
+        { "nbds+vsock://2/x", "the transport 'vsock' is not supported" },
         { "nbd+vsock://2/x", "the transport 'vsock' is not supported" },
         { "nbd+ssh://host/x", "the transport 'ssh' is not supported" },
         { "nbd+unix:///x", "nbd+unix:// needs ?socket=PATH" },
@@ -96,6 +100,21 @@ public sealed class NbdUriTests
         Assert.StartsWith($"Invalid NBD URI '{text}': ", e.Message, StringComparison.Ordinal);
         Assert.Contains(reason, e.Message, StringComparison.Ordinal);
         Assert.DoesNotContain('\n', e.Message);
+    }
+
+    [Fact]
+    public void Nbds_uris_carry_libnbd_tls_parameters()
+    {
+        var uri = NbdUri.Parse("nbds+unix:///d?socket=/s&tls-certificates=/etc/pki/qed&tls-hostname=server.example");
+        Assert.Equal(new NbdClientTls("/etc/pki/qed", VerifyPeer: true, "server.example"), uri.Tls);
+        Assert.Equal("nbds+unix:///d?socket=/s", uri.QemuName);
+        Assert.Equal(uri.Tls, uri.Options.Tls);
+        var tcp = NbdUri.Parse("nbds://host.example:1234/d?tls-verify-peer=false");
+        Assert.Equal(new NbdClientTls(null, VerifyPeer: false, null), tcp.Tls);
+        Assert.Equal("host.example", tcp.Options.Tls!.HostName); // the certificate must name the host connected to
+        Assert.Equal("localhost", NbdUri.Parse("nbds+unix:///?socket=/s").Options.Tls!.HostName);
+        Assert.Null(NbdUri.Parse("nbd://host/d").Tls);
+        Assert.Null(NbdUri.Parse("nbd://host/d").Options.Tls);
     }
 
     [Theory]
