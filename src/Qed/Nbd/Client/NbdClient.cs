@@ -6,7 +6,7 @@ using Qed.Nbd.Transport;
 namespace Qed.Nbd.Client;
 
 /// <summary>
-/// A client of one NBD export over one connection (unix socket or TCP): many requests may be in flight at once, from
+/// A client of one NBD export over one connection (unix socket or TCP, optionally TLS): many requests may be in flight at once, from
 /// any number of threads; replies are matched to requests by cookie and may come in any order.
 /// </summary>
 /// <remarks>
@@ -61,7 +61,11 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
         _reader = Task.Run(ReadRepliesAsync);
     }
 
-    /// <summary>Connects to the export an NBD URI names: <c>nbd://HOST[:PORT]/EXPORT</c>, <c>nbd+tcp://...</c> or <c>nbd+unix:///EXPORT?socket=PATH</c>.</summary>
+    /// <summary>
+    /// Connects to the export an NBD URI names: <c>nbd://HOST[:PORT]/EXPORT</c>, <c>nbd+tcp://...</c> or
+    /// <c>nbd+unix:///EXPORT?socket=PATH</c>; <c>nbds</c> for TLS, with libnbd's <c>tls-certificates=DIR</c>,
+    /// <c>tls-verify-peer=false</c> and <c>tls-hostname=NAME</c> parameters.
+    /// </summary>
     /// <exception cref="QedException">The URI is not a valid NBD URI (the message says why).</exception>
     /// <exception cref="NbdException">The connection or the handshake failed, or the server refused the export.</exception>
     public static Task<NbdClient> ConnectAsync(string uri, CancellationToken cancellationToken)
