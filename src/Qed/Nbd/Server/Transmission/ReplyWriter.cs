@@ -10,12 +10,19 @@ internal sealed class ReplyWriter
     /// <summary>Replies held back while the reader still has requests to parse, before they are written anyway.</summary>
     private const int MaxHeld = 32;
 
+    /// <summary>
+    /// Batches up to this size are copied into one buffer and sent with a plain send (no buffer list): cheaper than a
+    /// gather-write for small replies, which is what a 4 KiB READ is.
+    /// </summary>
+    internal static int CoalesceLimit { get; set; } = 32 * 1024;
+
     private readonly object _gate = new();
     private readonly Nbd.Transport.NbdTransport _transport;
     private readonly Action<TransmissionRequest> _finished;
     private readonly Action<Exception> _failed;
     private readonly CancellationToken _cancellationToken;
     private readonly List<ReadOnlyMemory<byte>> _buffers = new(64);
+    private byte[]? _coalesced;
     private List<TransmissionRequest> _queued = new(16);
     private List<TransmissionRequest> _writing = new(16);
     private bool _active;
@@ -108,15 +115,35 @@ internal sealed class ReplyWriter
             }
 
             _buffers.Clear();
+            int total = 0;
             foreach (var request in _writing)
             {
-                _buffers.AddRange(request.Reply);
+                foreach (var buffer in request.Reply)
+                {
+                    _buffers.Add(buffer);
+                    total += buffer.Length;
+                }
             }
 
             Exception? failure = null;
             try
             {
-                await _transport.WriteAsync(_buffers, _cancellationToken).ConfigureAwait(false);
+                if (total <= CoalesceLimit && _buffers.Count > 1)
+                {
+                    _coalesced ??= new byte[CoalesceLimit];
+                    int at = 0;
+                    foreach (var buffer in _buffers)
+                    {
+                        buffer.Span.CopyTo(_coalesced.AsSpan(at));
+                        at += buffer.Length;
+                    }
+
+                    await _transport.WriteAsync(_coalesced.AsMemory(0, total), ReadOnlyMemory<byte>.Empty, _cancellationToken).ConfigureAwait(false);
+                }
+                else
+                {
+                    await _transport.WriteAsync(_buffers, _cancellationToken).ConfigureAwait(false);
+                }
             }
             catch (Exception e)
             {

@@ -18,6 +18,9 @@ internal static class RequestExecutor
     /// <summary>Most extents in one BLOCK_STATUS chunk (qemu caps at 131072, NBD.md 4.1); the client asks again for the rest.</summary>
     internal const int MaxStatusExtents = 32 * 1024;
 
+    /// <summary>Structured READs report holes (as qemu-nbd); off: every READ is one data chunk (measurements only).</summary>
+    internal static bool SparseReads { get; set; } = true;
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public static async ValueTask ExecuteAsync(TransmissionRequest request, NbdSession session, bool useAsync, Action<string> report)
     {
@@ -82,7 +85,7 @@ internal static class RequestExecutor
 
         long offset = (long)header.Offset;
         long length = header.Length;
-        bool sparse = session.StructuredReplies && (header.Flags & NbdCommandFlags.Df) == 0;
+        bool sparse = SparseReads && session.StructuredReplies && (header.Flags & NbdCommandFlags.Df) == 0;
         if (sparse)
         {
             await FindRunsAsync(request, device, offset, length, useAsync).ConfigureAwait(false);

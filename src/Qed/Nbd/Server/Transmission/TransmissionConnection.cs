@@ -9,7 +9,7 @@ namespace Qed.Nbd.Server.Transmission;
 internal sealed class TransmissionConnection
 {
     /// <summary>How long replies may still take to reach a client once the server stops, before they are abandoned.</summary>
-    internal static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(10);
+    internal static readonly TimeSpan DefaultStopGrace = TimeSpan.FromSeconds(10);
 
     /// <summary>READ and WRITE requests up to this size (without FUA) run on the reader itself: no thread hop for small cached I/O.</summary>
     internal static int InlineLimit { get; set; } = 64 * 1024;
@@ -27,14 +27,16 @@ internal sealed class TransmissionConnection
     private readonly int _maxPayload;
     private readonly long _writeHardCap;
     private readonly Action<string> _report;
+    private readonly TimeSpan _stopGrace;
     private CancellationTokenSource? _readStop;
     private ReplyWriter? _writer;
     private long _lastActivity;
     private volatile bool _readingPayload;
     private volatile bool _idleExpired;
 
-    public TransmissionConnection(NbdSession session, NbdServerContext server, TransmissionStatistics? statistics)
+    public TransmissionConnection(NbdSession session, NbdServerContext server, TransmissionStatistics? statistics, TimeSpan? stopGrace = null)
     {
+        _stopGrace = stopGrace ?? DefaultStopGrace;
         _session = session;
         _server = server;
         _transport = session.Transport;
@@ -73,7 +75,7 @@ internal sealed class TransmissionConnection
 
         // Every request received is answered before the connection ends (DISC, EOF, stop alike).
         _writer.Flush();
-        using (stopping.Register(() => CancelAfter(writeStop, StopGrace)))
+        using (stopping.Register(() => CancelAfter(writeStop, _stopGrace)))
         {
             await _limiter.WhenEmptyAsync().ConfigureAwait(false);
         }
