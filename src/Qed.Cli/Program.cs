@@ -19,6 +19,7 @@ public static class Program
         (ConvertCommand.Options, ConvertCommand.Run),
         (IoCommand.Options, IoCommand.Run),
         (BenchCommand.Options, BenchCommand.Run),
+        (ServeCommand.Options, ServeCommand.Run),
     ];
 
     private static int Main(string[] args)

@@ -1,0 +1,153 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+
+namespace Qed.Cli.Commands.Serve;
+
+/// <summary>The listening sockets of <c>qed serve</c>: one unix socket (<c>-k</c>) or one TCP socket (<c>-b</c>, <c>-p</c>).</summary>
+internal sealed class ServeListeners : IDisposable
+{
+    // Clients beyond -e wait in the backlog (as with qemu-nbd); a roomy backlog keeps them waiting rather than refused.
+    private const int Backlog = 128;
+
+    private ServeListeners(Socket socket, string address, string? unixPath)
+    {
+        Sockets = [socket];
+        Address = address;
+        UnixPath = unixPath;
+    }
+
+    /// <summary>The listening sockets.</summary>
+    public IReadOnlyList<Socket> Sockets { get; }
+
+    /// <summary>Where clients connect, for the verbose start-up line: <c>unix:/run/x.sock</c> or <c>127.0.0.1:10809</c>.</summary>
+    public string Address { get; }
+
+    /// <summary>The unix socket's path, removed on dispose; null for TCP.</summary>
+    public string? UnixPath { get; }
+
+    /// <summary>Binds and listens as <paramref name="settings"/> say.</summary>
+    /// <exception cref="CliException">The address does not resolve, the port is not a port, or the bind fails; qemu-nbd's wording.</exception>
+    public static ServeListeners Open(ServeSettings settings) =>
+        settings.SocketPath is { } path ? OpenUnix(path) : OpenTcp(settings.BindAddress, settings.Port);
+
+    private static ServeListeners OpenUnix(string path)
+    {
+        RemoveStaleSocket(path);
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            socket.Bind(new UnixDomainSocketEndPoint(path));
+            socket.Listen(Backlog);
+        }
+        catch (SocketException e)
+        {
+            socket.Dispose();
+            throw new CliException($"Failed to bind socket to {path}: {UnixReason(e)}");
+        }
+        catch (ArgumentException e)
+        {
+            // A path longer than sun_path.
+            socket.Dispose();
+            throw new CliException($"Failed to bind socket to {path}: {Program.Describe(e)}");
+        }
+        return new ServeListeners(socket, "unix:" + path, path);
+    }
+
+    /// <summary>
+    /// A socket file left by a server that is gone is replaced; anything else at the path (a live server, a regular
+    /// file) is kept, and the bind then fails. qemu-nbd unlinks the path whatever it is.
+    /// </summary>
+    private static void RemoveStaleSocket(string path)
+    {
+        if (!ServeNative.IsSocket(path))
+        {
+            return;
+        }
+        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            probe.Connect(new UnixDomainSocketEndPoint(path));
+            return; // someone serves there: leave it, and the bind reports "Address already in use"
+        }
+        catch (SocketException)
+        {
+        }
+        FileCleanup.DeleteQuietly(path);
+    }
+
+    private static ServeListeners OpenTcp(string host, string portText)
+    {
+        if (!int.TryParse(portText, NumberStyles.None, CultureInfo.InvariantCulture, out int port) || port > IPEndPoint.MaxPort)
+        {
+            // getaddrinfo's words for a service that is not a port number, as qemu-nbd prints them.
+            throw new CliException($"address resolution failed for {host}:{portText}: Servname not supported for ai_socktype");
+        }
+
+        IPAddress[] addresses;
+        if (IPAddress.TryParse(host, out var literal))
+        {
+            addresses = [literal];
+        }
+        else
+        {
+            try
+            {
+                addresses = Dns.GetHostAddresses(host);
+            }
+            catch (SocketException e)
+            {
+                throw new CliException($"address resolution failed for {host}:{portText}: {e.Message}");
+            }
+            if (addresses.Length == 0)
+            {
+                throw new CliException($"address resolution failed for {host}:{portText}: Name or service not known");
+            }
+        }
+
+        // As qemu: the first address that binds wins.
+        SocketException? last = null;
+        foreach (var address in addresses)
+        {
+            var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            try
+            {
+                if (address.Equals(IPAddress.IPv6Any))
+                {
+                    socket.DualMode = true; // "::" takes IPv4 clients too, as qemu-nbd's -b ::
+                }
+                socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+                socket.Bind(new IPEndPoint(address, port));
+                socket.Listen(Backlog);
+                var bound = (IPEndPoint)socket.LocalEndPoint!;
+                return new ServeListeners(socket, bound.ToString(), null);
+            }
+            catch (SocketException e)
+            {
+                socket.Dispose();
+                last = e;
+            }
+        }
+        throw new CliException($"Failed to bind socket: {last!.Message}");
+    }
+
+    /// <summary>
+    /// strerror's words for a unix bind failure, as qemu-nbd prints them: .NET reports ENOENT (a missing directory) as
+    /// EADDRNOTAVAIL, "Cannot assign requested address".
+    /// </summary>
+    private static string UnixReason(SocketException e) =>
+        e.SocketErrorCode == SocketError.AddressNotAvailable ? "No such file or directory" : e.Message;
+
+    /// <summary>Closes the sockets and removes the unix socket file.</summary>
+    public void Dispose()
+    {
+        foreach (var socket in Sockets)
+        {
+            socket.Dispose();
+        }
+        if (UnixPath is not null)
+        {
+            FileCleanup.DeleteQuietly(UnixPath);
+        }
+    }
+}

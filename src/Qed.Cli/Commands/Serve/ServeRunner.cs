@@ -1,0 +1,96 @@
+using Qed.IO;
+using Qed.Nbd.Server;
+
+namespace Qed.Cli.Commands.Serve;
+
+/// <summary>
+/// The server's life, in qemu-nbd's order: TLS credentials, listening socket, image, pid file; then serving until a
+/// signal or (without <c>-t</c>) the last client leaving; then the requests in flight finish, the image is flushed and
+/// closed (its need-check bit cleared), and the socket and pid files are removed.
+/// </summary>
+internal static class ServeRunner
+{
+    /// <summary>Serves as <paramref name="settings"/> say and returns the exit status.</summary>
+    /// <exception cref="CliException">Credentials, listener, image or pid file could not be set up; nothing was served.</exception>
+    public static int Run(ServeSettings settings, CommandContext context)
+    {
+        ServeDaemon.DetachIfChild();
+        using var signals = new ShutdownSignals();
+        var credentials = LoadCredentials(settings.TlsCredentialsDirectory);
+        using var listeners = ServeListeners.Open(settings);
+        PidFile? pidFile = null;
+        try
+        {
+            // The image is closed (need-check cleared) before the pid file goes: whoever waits on that file finds it done.
+            using var device = ImageOpener.Open(settings.FileName, settings.Format, ImageOpener.Options(settings.ReadOnly, settings.L2CacheSize));
+            pidFile = settings.PidFile is { } pidPath ? PidFile.Write(pidPath) : null;
+            return Serve(settings, context, device, listeners, credentials, signals.Stopping);
+        }
+        finally
+        {
+            pidFile?.Dispose();
+        }
+    }
+
+    private static int Serve(ServeSettings settings, CommandContext context, BlockDevice device, ServeListeners listeners,
+        NbdTlsCredentials? credentials, CancellationToken stopping)
+    {
+
+        var errorLock = new object();
+        void Report(string line)
+        {
+            lock (errorLock)
+            {
+                context.Err.WriteLine($"{Program.Name}: {line}");
+            }
+        }
+
+        var options = new NbdServerOptions
+        {
+            MaxConnections = settings.Shared == 0 ? int.MaxValue : settings.Shared,
+            Persistent = settings.Persistent,
+            Diagnostics = settings.Verbose ? Report : null,
+        };
+        options = credentials?.ApplyTo(options) ?? options;
+        var export = new NbdExport(settings.ExportName, device)
+        {
+            Description = settings.Description,
+            ReadOnly = settings.ReadOnly,
+            Discard = settings.Discard,
+            AllocationDepth = settings.AllocationDepth,
+        };
+        var server = new NbdServer(export, options);
+        if (settings.Verbose)
+        {
+            Report($"serving '{settings.FileName}' on {listeners.Address}{(credentials is null ? "" : " with TLS")}");
+        }
+
+        ServeDaemon.SignalReadyIfChild(keepStderr: settings.Verbose);
+        server.RunAsync(listeners.Sockets, stopping).GetAwaiter().GetResult();
+        if (!device.IsReadOnly)
+        {
+            device.Flush();
+        }
+        if (settings.Verbose)
+        {
+            Report("stopped");
+        }
+        return 0;
+    }
+
+    private static NbdTlsCredentials? LoadCredentials(string? directory)
+    {
+        if (directory is null)
+        {
+            return null;
+        }
+        try
+        {
+            return NbdTlsCredentials.Load(directory);
+        }
+        catch (IOException e)
+        {
+            throw new CliException(Program.Describe(e), e);
+        }
+    }
+}
