@@ -14,7 +14,7 @@ internal sealed class ReplyWriter
     /// Batches up to this size are copied into one buffer and sent with a plain send (no buffer list): cheaper than a
     /// gather-write for small replies, which is what a 4 KiB READ is.
     /// </summary>
-    internal static int CoalesceLimit { get; set; } = 32 * 1024;
+    private const int CoalesceLimit = 32 * 1024;
 
     private readonly object _gate = new();
     private readonly Nbd.Transport.NbdTransport _transport;

@@ -18,9 +18,6 @@ internal static class RequestExecutor
     /// <summary>Most extents in one BLOCK_STATUS chunk (qemu caps at 131072, NBD.md 4.1); the client asks again for the rest.</summary>
     internal const int MaxStatusExtents = 32 * 1024;
 
-    /// <summary>Structured READs report holes (as qemu-nbd); off: every READ is one data chunk (measurements only).</summary>
-    internal static bool SparseReads { get; set; } = true;
-
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public static async ValueTask ExecuteAsync(TransmissionRequest request, NbdSession session, bool useAsync, Action<string> report)
     {
@@ -61,7 +58,16 @@ internal static class RequestExecutor
             uint error = RequestErrors.From(e);
             string name = RequestValidation.Name(header.Type);
             report($"{name} of {header.Length} bytes at {header.Offset} failed: {e.Message}");
-            ReplyFormat.Error(request, session.StructuredReplies, error, $"{name} failed: {e.Message}");
+            try
+            {
+                ReplyFormat.Error(request, session.StructuredReplies, error, $"{name} failed: {e.Message}");
+            }
+            catch (Exception)
+            {
+                // Whatever went wrong making the message, the client still gets its answer: a bare simple reply.
+                request.ClearReply();
+                ReplyFormat.Simple(request, error, withData: false);
+            }
         }
     }
 
@@ -85,7 +91,7 @@ internal static class RequestExecutor
 
         long offset = (long)header.Offset;
         long length = header.Length;
-        bool sparse = SparseReads && session.StructuredReplies && (header.Flags & NbdCommandFlags.Df) == 0;
+        bool sparse = session.StructuredReplies && (header.Flags & NbdCommandFlags.Df) == 0;
         if (sparse)
         {
             await FindRunsAsync(request, device, offset, length, useAsync).ConfigureAwait(false);

@@ -11,8 +11,11 @@ internal sealed class TransmissionConnection
     /// <summary>How long replies may still take to reach a client once the server stops, before they are abandoned.</summary>
     internal static readonly TimeSpan DefaultStopGrace = TimeSpan.FromSeconds(10);
 
-    /// <summary>READ and WRITE requests up to this size (without FUA) run on the reader itself: no thread hop for small cached I/O.</summary>
-    internal static int InlineLimit { get; set; } = 64 * 1024;
+    /// <summary>
+    /// READ and WRITE requests up to this size (without FUA) run on the reader itself: no thread hop for small cached
+    /// I/O. Measured: running 256 KiB reads inline as well did not help nbdcopy (medians 0.66 s against 0.58 s).
+    /// </summary>
+    private const int InlineLimit = 64 * 1024;
 
     private const int DrainBufferSize = 64 * 1024;
 
@@ -100,8 +103,24 @@ internal sealed class TransmissionConnection
 
     private async Task ExecuteDispatchedAsync(TransmissionRequest request)
     {
-        await RequestExecutor.ExecuteAsync(request, _session, useAsync: true, _report).ConfigureAwait(false);
+        try
+        {
+            await RequestExecutor.ExecuteAsync(request, _session, useAsync: true, _report).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            AnswerUnexpected(request, e);
+        }
+
         _writer!.Enqueue(request, hold: false);
+    }
+
+    /// <summary>Not expected (the executor answers every failure itself), but a request must never stay unanswered: EIO.</summary>
+    private void AnswerUnexpected(TransmissionRequest request, Exception failure)
+    {
+        _report($"{RequestValidation.Name(request.Header.Type)} failed unexpectedly: {failure.Message}");
+        request.ClearReply();
+        ReplyFormat.Simple(request, NbdError.Io, withData: false);
     }
 
     private async Task ReadLoopAsync(CancellationToken cancellationToken)
@@ -193,14 +212,21 @@ internal sealed class TransmissionConnection
             else if (RunsInline(header))
             {
                 _statistics?.Inline();
-                var run = RequestExecutor.ExecuteAsync(request, _session, useAsync: false, _report);
-                if (run.IsCompleted)
+                try
                 {
-                    run.GetAwaiter().GetResult();
+                    var run = RequestExecutor.ExecuteAsync(request, _session, useAsync: false, _report);
+                    if (run.IsCompleted)
+                    {
+                        run.GetAwaiter().GetResult();
+                    }
+                    else
+                    {
+                        await run.ConfigureAwait(false); // not expected: the sync path completes at once
+                    }
                 }
-                else
+                catch (Exception e)
                 {
-                    await run.ConfigureAwait(false); // not expected: the sync path completes at once
+                    AnswerUnexpected(request, e);
                 }
 
                 writer.Enqueue(request, hold: more);
