@@ -33,6 +33,7 @@ internal sealed class TransmissionConnection
     private readonly TimeSpan _stopGrace;
     private CancellationTokenSource? _readStop;
     private ReplyWriter? _writer;
+    private FileRangeSender? _files;
     private long _lastActivity;
     private volatile bool _readingPayload;
     private volatile bool _idleExpired;
@@ -58,7 +59,9 @@ internal sealed class TransmissionConnection
         using var readStop = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         using var writeStop = new CancellationTokenSource();
         _readStop = readStop;
-        _writer = new ReplyWriter(_transport, Finish, OnWriteFailed, writeStop.Token);
+        using var files = FileRangeSender.For(_transport);
+        _files = files;
+        _writer = new ReplyWriter(_transport, Finish, OnWriteFailed, writeStop.Token, files);
         _lastActivity = Environment.TickCount64;
         using var idleTimer = StartIdleTimer();
 
@@ -105,7 +108,7 @@ internal sealed class TransmissionConnection
     {
         try
         {
-            await RequestExecutor.ExecuteAsync(request, _session, useAsync: true, _report).ConfigureAwait(false);
+            await RequestExecutor.ExecuteAsync(request, _session, useAsync: true, _report, _files).ConfigureAwait(false);
         }
         catch (Exception e)
         {
@@ -214,7 +217,7 @@ internal sealed class TransmissionConnection
                 _statistics?.Inline();
                 try
                 {
-                    var run = RequestExecutor.ExecuteAsync(request, _session, useAsync: false, _report);
+                    var run = RequestExecutor.ExecuteAsync(request, _session, useAsync: false, _report, _files);
                     if (run.IsCompleted)
                     {
                         run.GetAwaiter().GetResult();
