@@ -24,13 +24,13 @@ internal sealed partial class FileRangeSender : IDisposable
 
     private readonly object _gate = new();
     private readonly Dictionary<string, int> _descriptors = new(StringComparer.Ordinal);
-    private readonly Socket _socket;
+    private readonly int _socketDescriptor;
     private readonly NbdTransport _transport;
     private volatile bool _disabled;
 
     private FileRangeSender(Socket socket, NbdTransport transport)
     {
-        _socket = socket;
+        _socketDescriptor = (int)socket.Handle;
         _transport = transport;
     }
 
@@ -85,10 +85,9 @@ internal sealed partial class FileRangeSender : IDisposable
     {
         if (!_disabled)
         {
-            int socketDescriptor = (int)_socket.Handle;
             while (length > 0)
             {
-                long sent = SendFile(socketDescriptor, descriptor, ref offset, (nuint)Math.Min(length, int.MaxValue));
+                long sent = SendFile(_socketDescriptor, descriptor, ref offset, (nuint)Math.Min(length, int.MaxValue));
                 if (sent > 0)
                 {
                     length -= sent;
