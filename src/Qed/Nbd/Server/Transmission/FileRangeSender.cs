@@ -18,7 +18,7 @@ internal sealed partial class FileRangeSender : IDisposable
     /// <summary>READs at least this large go out with sendfile; smaller ones are cheaper copied and batched.</summary>
     public const int MinimumLength = 64 * 1024;
 
-    private const int SocketBufferSize = 4 * 1024 * 1024;
+    private const int SocketBufferSize = 1024 * 1024; // bounded: a client that reads nothing pins this much kernel memory
     private const int Eagain = 11;
     private const int OpenReadOnlyCloseOnExec = 0x80000; // O_RDONLY | O_CLOEXEC
 
