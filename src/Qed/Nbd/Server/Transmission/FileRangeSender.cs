@@ -18,19 +18,19 @@ internal sealed partial class FileRangeSender : IDisposable
     /// <summary>READs at least this large go out with sendfile; smaller ones are cheaper copied and batched.</summary>
     public const int MinimumLength = 64 * 1024;
 
-    private const int SocketBufferSize = 4 * 1024 * 1024;
+    private const int SocketBufferSize = 1024 * 1024; // bounded: a client that reads nothing pins this much kernel memory
     private const int Eagain = 11;
     private const int OpenReadOnlyCloseOnExec = 0x80000; // O_RDONLY | O_CLOEXEC
 
     private readonly object _gate = new();
     private readonly Dictionary<string, int> _descriptors = new(StringComparer.Ordinal);
-    private readonly Socket _socket;
+    private readonly int _socketDescriptor;
     private readonly NbdTransport _transport;
     private volatile bool _disabled;
 
     private FileRangeSender(Socket socket, NbdTransport transport)
     {
-        _socket = socket;
+        _socketDescriptor = (int)socket.Handle;
         _transport = transport;
     }
 
@@ -85,10 +85,9 @@ internal sealed partial class FileRangeSender : IDisposable
     {
         if (!_disabled)
         {
-            int socketDescriptor = (int)_socket.Handle;
             while (length > 0)
             {
-                long sent = SendFile(socketDescriptor, descriptor, ref offset, (nuint)Math.Min(length, int.MaxValue));
+                long sent = SendFile(_socketDescriptor, descriptor, ref offset, (nuint)Math.Min(length, int.MaxValue));
                 if (sent > 0)
                 {
                     length -= sent;
