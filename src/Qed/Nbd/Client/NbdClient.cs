@@ -791,7 +791,7 @@ public sealed class NbdClient : IAsyncDisposable, IDisposable
 
     private NbdException Refusal(NbdPendingRequest request, uint error, string message)
     {
-        string text = $"{NbdErrors.Text(error)} ({NbdErrors.Name(error)})";
+        string text = $"{NbdNames.Text(error)} ({NbdNames.Name(error)})";
         message = message.ReplaceLineEndings(" ").Trim();
         return new NbdException($"The NBD server '{_server}' failed {request.Describe()}: {text}{(message.Length > 0 ? ": " + message : "")}", error);
     }

@@ -103,7 +103,7 @@ internal sealed class NbdClientHandshake
         if (header.ReplyType != NbdOptionReply.Ack)
         {
             throw NbdOptionReply.IsError(header.ReplyType)
-                ? Fail($"the server refused TLS ({NbdErrors.OptionReply(header.ReplyType)}){Message(payload)}")
+                ? Fail($"the server refused TLS ({NbdNames.OptionReply(header.ReplyType)}){Message(payload)}")
                 : Unexpected(NbdOption.StartTls, header.ReplyType);
         }
         if (_transport is not SocketTransport plain || plain.BufferedBytes != 0)
@@ -397,7 +397,7 @@ internal sealed class NbdClientHandshake
         {
             NbdOptionReply.ErrUnknown => $"export '{_exportName}' is not available",
             NbdOptionReply.ErrTlsReqd => "the server requires TLS (use an nbds:// URI)",
-            _ => $"export '{_exportName}' was refused ({NbdErrors.OptionReply(replyType)})",
+            _ => $"export '{_exportName}' was refused ({NbdNames.OptionReply(replyType)})",
         };
         return Fail(message.Length == 0 ? what : $"{what}: server reported{message}");
     }
@@ -409,7 +409,7 @@ internal sealed class NbdClientHandshake
         return message.Length == 0 ? "" : ": " + message;
     }
 
-    private NbdException Unexpected(uint option, uint replyType) => Fail($"unexpected {NbdErrors.OptionReply(replyType)} reply to {OptionName(option)}");
+    private NbdException Unexpected(uint option, uint replyType) => Fail($"unexpected {NbdNames.OptionReply(replyType)} reply to {OptionName(option)}");
 
     private NbdException Fail(string reason) => new($"NBD handshake with '{_server}' failed: {reason}");
 

@@ -1,3 +1,5 @@
+using Qed.Nbd.Protocol;
+
 namespace Qed.Nbd.Client;
 
 /// <summary>
@@ -16,7 +18,7 @@ public sealed class NbdException : QedException
     internal NbdException(string message, uint error) : base(message)
     {
         Error = unchecked((int)error);
-        ErrorName = NbdErrors.Name(error);
+        ErrorName = NbdNames.Name(error);
     }
 
     /// <summary>The error the server answered a request with (an errno value as NBD numbers them: 5 is <c>EIO</c>), or 0 when the connection itself failed.</summary>

@@ -35,5 +35,5 @@ internal sealed class NbdPendingRequest(ushort command, ulong offset, uint lengt
     private NbdReadCoverage? _coverage;
 
     /// <summary>What a message calls the request: <c>READ of 4096 bytes at 0</c>.</summary>
-    public string Describe() => Command is NbdCommand.Flush ? "FLUSH" : $"{NbdErrors.Command(Command)} of {Length} bytes at {Offset}";
+    public string Describe() => Command is NbdCommand.Flush ? "FLUSH" : $"{NbdNames.Command(Command)} of {Length} bytes at {Offset}";
 }

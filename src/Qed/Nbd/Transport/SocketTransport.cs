@@ -4,19 +4,12 @@ using System.Runtime.InteropServices;
 namespace Qed.Nbd.Transport;
 
 /// <summary>
-/// A plain (unencrypted) socket, unix or TCP. Small reads come out of a receive buffer so that a burst of pipelined
-/// request headers costs one system call; large reads (WRITE payloads) go straight into the caller's memory. Writes
-/// are gather-writes of the caller's buffers (one sendmsg per reply).
+/// A plain (unencrypted) socket, unix or TCP. Writes are gather-writes of the caller's buffers (one sendmsg per reply).
 /// </summary>
 internal sealed class SocketTransport : NbdTransport
 {
-    private const int ReceiveBufferSize = 64 * 1024;
-
     private readonly Socket socket;
-    private readonly byte[] receiveBuffer = new byte[ReceiveBufferSize];
     private readonly List<ArraySegment<byte>> sendList = new(4);
-    private int bufferStart;
-    private int bufferEnd;
     private int disposed;
 
     public SocketTransport(Socket socket)
@@ -31,43 +24,8 @@ internal sealed class SocketTransport : NbdTransport
     /// <summary>The socket under the transport, for STARTTLS (which wraps it in an <see cref="System.Net.Security.SslStream"/>).</summary>
     public Socket Socket => socket;
 
-    public override int BufferedBytes => bufferEnd - bufferStart;
-
-    public override async ValueTask<bool> ReadExactlyAsync(Memory<byte> destination, CancellationToken cancellationToken)
-    {
-        int filled = 0;
-        while (filled < destination.Length)
-        {
-            if (bufferEnd > bufferStart)
-            {
-                int take = Math.Min(bufferEnd - bufferStart, destination.Length - filled);
-                receiveBuffer.AsSpan(bufferStart, take).CopyTo(destination.Span[filled..]);
-                bufferStart += take;
-                filled += take;
-                continue;
-            }
-
-            int remaining = destination.Length - filled;
-            int received;
-            if (remaining >= ReceiveBufferSize / 2)
-            {
-                received = await socket.ReceiveAsync(destination[filled..], SocketFlags.None, cancellationToken).ConfigureAwait(false);
-                filled += received;
-            }
-            else
-            {
-                bufferStart = 0;
-                bufferEnd = received = await socket.ReceiveAsync(receiveBuffer.AsMemory(), SocketFlags.None, cancellationToken).ConfigureAwait(false);
-            }
-
-            if (received == 0)
-            {
-                return filled == 0 ? false : throw new EndOfStreamException("the peer closed the connection part-way through a message");
-            }
-        }
-
-        return true;
-    }
+    protected override ValueTask<int> ReceiveAsync(Memory<byte> destination, CancellationToken cancellationToken) =>
+        socket.ReceiveAsync(destination, SocketFlags.None, cancellationToken);
 
     public override ValueTask WriteAsync(ReadOnlyMemory<byte> header, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
     {

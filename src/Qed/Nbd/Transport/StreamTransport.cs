@@ -11,53 +11,15 @@ internal sealed class StreamTransport : NbdTransport
     private const int CoalesceLimit = 16 * 1024;
 
     private readonly Stream stream;
-    private readonly byte[] receiveBuffer = new byte[64 * 1024];
     private readonly byte[] sendBuffer = new byte[CoalesceLimit];
-    private int bufferStart;
-    private int bufferEnd;
     private int disposed;
 
     public StreamTransport(Stream stream) => this.stream = stream;
 
     public override bool IsTls => stream is SslStream;
 
-    public override int BufferedBytes => bufferEnd - bufferStart;
-
-    public override async ValueTask<bool> ReadExactlyAsync(Memory<byte> destination, CancellationToken cancellationToken)
-    {
-        int filled = 0;
-        while (filled < destination.Length)
-        {
-            if (bufferEnd > bufferStart)
-            {
-                int take = Math.Min(bufferEnd - bufferStart, destination.Length - filled);
-                receiveBuffer.AsSpan(bufferStart, take).CopyTo(destination.Span[filled..]);
-                bufferStart += take;
-                filled += take;
-                continue;
-            }
-
-            int remaining = destination.Length - filled;
-            int received;
-            if (remaining >= receiveBuffer.Length / 2)
-            {
-                received = await stream.ReadAsync(destination[filled..], cancellationToken).ConfigureAwait(false);
-                filled += received;
-            }
-            else
-            {
-                bufferStart = 0;
-                bufferEnd = received = await stream.ReadAsync(receiveBuffer.AsMemory(), cancellationToken).ConfigureAwait(false);
-            }
-
-            if (received == 0)
-            {
-                return filled == 0 ? false : throw new EndOfStreamException("the peer closed the connection part-way through a message");
-            }
-        }
-
-        return true;
-    }
+    protected override ValueTask<int> ReceiveAsync(Memory<byte> destination, CancellationToken cancellationToken) =>
+        stream.ReadAsync(destination, cancellationToken);
 
     public override async ValueTask WriteAsync(ReadOnlyMemory<byte> header, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
     {

@@ -56,7 +56,7 @@ internal static class RequestExecutor
         catch (Exception e)
         {
             uint error = RequestErrors.From(e);
-            string name = RequestValidation.Name(header.Type);
+            string name = NbdNames.Command(header.Type);
             report($"{name} of {header.Length} bytes at {header.Offset} failed: {e.Message}");
             try
             {

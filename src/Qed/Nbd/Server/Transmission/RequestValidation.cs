@@ -1,5 +1,6 @@
 using Qed.Nbd.Protocol;
 
+
 namespace Qed.Nbd.Server.Transmission;
 
 /// <summary>
@@ -44,7 +45,7 @@ internal static class RequestValidation
 
         if ((request.Flags & ~allowed) != 0)
         {
-            return Fail(out message, NbdError.Inval, $"unsupported flags 0x{request.Flags & ~allowed:x} for {Name(request.Type)}");
+            return Fail(out message, NbdError.Inval, $"unsupported flags 0x{request.Flags & ~allowed:x} for {NbdNames.Command(request.Type)}");
         }
 
         bool writes = request.Type is NbdCommand.Write or NbdCommand.Trim or NbdCommand.WriteZeroes;
@@ -62,7 +63,7 @@ internal static class RequestValidation
         };
         if (needed != 0 && !Has(advertised, needed))
         {
-            return Fail(out message, NbdError.Inval, $"{Name(request.Type)} is not supported by this export");
+            return Fail(out message, NbdError.Inval, $"{NbdNames.Command(request.Type)} is not supported by this export");
         }
 
         if (request.Type == NbdCommand.BlockStatus && (!session.StructuredReplies || (session.BaseAllocationContextId == 0 && session.AllocationDepthContextId == 0)))
@@ -78,7 +79,7 @@ internal static class RequestValidation
         if (request.Offset > exportSize || request.Length > exportSize - request.Offset)
         {
             uint error = request.Type is NbdCommand.Write or NbdCommand.WriteZeroes ? NbdError.NoSpc : NbdError.Inval;
-            return Fail(out message, error, $"{Name(request.Type)} of {request.Length} bytes at {request.Offset} is beyond the end of the {exportSize}-byte export");
+            return Fail(out message, error, $"{NbdNames.Command(request.Type)} of {request.Length} bytes at {request.Offset} is beyond the end of the {exportSize}-byte export");
         }
 
         if (request.Type == NbdCommand.Read && request.Length > (uint)maxPayload)
@@ -93,20 +94,6 @@ internal static class RequestValidation
 
         return NbdError.None;
     }
-
-    /// <summary>The command's name as the spec spells it, for messages.</summary>
-    public static string Name(ushort command) => command switch
-    {
-        NbdCommand.Read => "READ",
-        NbdCommand.Write => "WRITE",
-        NbdCommand.Disc => "DISC",
-        NbdCommand.Flush => "FLUSH",
-        NbdCommand.Trim => "TRIM",
-        NbdCommand.Cache => "CACHE",
-        NbdCommand.WriteZeroes => "WRITE_ZEROES",
-        NbdCommand.BlockStatus => "BLOCK_STATUS",
-        _ => $"command {command}",
-    };
 
     private static bool Has(ushort flags, ushort flag) => (flags & flag) == flag;
 

@@ -121,7 +121,7 @@ internal sealed class TransmissionConnection
     /// <summary>Not expected (the executor answers every failure itself), but a request must never stay unanswered: EIO.</summary>
     private void AnswerUnexpected(TransmissionRequest request, Exception failure)
     {
-        _report($"{RequestValidation.Name(request.Header.Type)} failed unexpectedly: {failure.Message}");
+        _report($"{NbdNames.Command(request.Header.Type)} failed unexpectedly: {failure.Message}");
         request.ClearReply();
         ReplyFormat.Simple(request, NbdError.Io, withData: false);
     }

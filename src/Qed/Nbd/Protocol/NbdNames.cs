@@ -1,9 +1,7 @@
-using Qed.Nbd.Protocol;
+namespace Qed.Nbd.Protocol;
 
-namespace Qed.Nbd.Client;
-
-/// <summary>Names and texts of the NBD error values (NBD.md 2.8): the protocol fixes Linux's errno numbering.</summary>
-internal static class NbdErrors
+/// <summary>Names for messages, shared by the client and the server: error values (NBD.md 2.8: the protocol fixes Linux's errno numbering), commands and option replies.</summary>
+internal static class NbdNames
 {
     /// <summary>The errno name (<c>EIO</c>); unknown values are <c>error N</c> (clients treat them as <c>EINVAL</c>).</summary>
     public static string Name(uint error) => error switch
