@@ -18,7 +18,7 @@ internal readonly record struct NbdBlockSize(uint Minimum, uint Preferred, uint 
 /// never throw on bad input: they return false with a message naming the field and the value seen, so the caller
 /// can drop the connection (or answer ERR_INVALID) without unwinding an exception per hostile byte.
 /// </summary>
-internal static class NbdHandshake
+internal static partial class NbdHandshake
 {
     // Greeting: NBDMAGIC, IHAVEOPT, u16 handshake flags.
     public const int GreetingSize = 18;
