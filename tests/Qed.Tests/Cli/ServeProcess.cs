@@ -92,6 +92,47 @@ internal sealed class ServeProcess : IDisposable
         }
     }
 
+    /// <summary>
+    /// Runs <c>qed serve ARGS</c> to its exit, as a shell's <c>$(...)</c> would: the output is read to its end, which
+    /// must come with the exit even when a <c>--fork</c> child lives on (it must not keep the caller's pipes).
+    /// </summary>
+    public static ToolResult RunToExit(string directory, TimeSpan timeout, params string[] args)
+    {
+        using var process = Process.Start(QedProcess.StartInfo(directory, ["serve", .. args])) ?? throw new InvalidOperationException("could not start qed serve");
+        process.StandardInput.Close();
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(timeout))
+        {
+            process.Kill();
+            throw new TimeoutException($"qed serve {string.Join(' ', args)} did not return within {timeout}");
+        }
+        if (!Task.WhenAll(stdout, stderr).Wait(timeout))
+        {
+            throw new TimeoutException($"qed serve {string.Join(' ', args)} returned, but something still holds its output pipes open");
+        }
+        return new ToolResult(process.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    /// <summary>Waits until stderr holds a line matching <paramref name="pattern"/> and returns the match.</summary>
+    public System.Text.RegularExpressions.Match WaitForStderr(System.Text.RegularExpressions.Regex pattern, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            var match = pattern.Match(StdErr);
+            if (match.Success)
+            {
+                return match;
+            }
+            if (clock.Elapsed > timeout || _process.HasExited)
+            {
+                throw new TimeoutException($"qed serve printed no line matching {pattern}: {StdErr}");
+            }
+            Thread.Sleep(10);
+        }
+    }
+
     /// <summary>True while the process runs.</summary>
     public bool IsRunning => !_process.HasExited;
 

@@ -38,7 +38,9 @@ public sealed class ServeTlsCredentialsTests : IDisposable
         names.AddIpAddress(System.Net.IPAddress.Loopback);
         request.CertificateExtensions.Add(names.Build());
         request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
-        using var server = request.Create(ca, DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(29), [1, 2, 3, 4]);
+        // Signed by the CA's key whatever the server's key type (an RSA certificate under an ECDSA CA).
+        using var server = request.Create(ca.SubjectName, X509SignatureGenerator.CreateForECDsa(caKey),
+            DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(29), [1, 2, 3, 4]);
 
         File.WriteAllText(Path.Combine(directory, "server-cert.pem"), server.ExportCertificatePem());
         File.WriteAllText(Path.Combine(directory, "server-key.pem"), keyPem?.Invoke(serverKey) ?? serverKey.ExportPkcs8PrivateKeyPem());
