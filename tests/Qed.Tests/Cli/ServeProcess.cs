@@ -55,6 +55,11 @@ internal sealed class ServeProcess : IDisposable
             args = ["--pid-file=" + pidFile, .. args];
         }
         var info = QedProcess.StartInfo(directory, ["serve", .. args]);
+        // Through env, which execs in place (same pid): SIGINT at its default action even when the test runner was
+        // started as a background job, whose SIGINT a shell ignores (and the runtime keeps ignored).
+        info.ArgumentList.Insert(0, info.FileName);
+        info.ArgumentList.Insert(0, "--default-signal=INT");
+        info.FileName = "env";
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start qed serve");
         var server = new ServeProcess(process, pidFile);
         process.ErrorDataReceived += (_, e) =>
