@@ -70,14 +70,18 @@ public sealed class ServeCommandTests : IDisposable
         Assert.Equal($"qed: Could not open '{_dir.File("missing.qed")}': No such file or directory", expected);
     }
 
-    /// <summary>Where qemu-nbd 7.2 accepts a line that cannot mean what it says, qed refuses it (README: serve).</summary>
+    /// <summary>
+    /// Lines qemu-nbd 7.2 accepts though they cannot mean what they say (a port above 65535, -k with -p or -b) are
+    /// refused; refusals qemu-nbd words with its internals (-f vmdk, --tls-creds naming an object) have qed's own line.
+    /// ServeCommand lists the differences.
+    /// </summary>
     [Theory]
     [InlineData("qed: address resolution failed for 0.0.0.0:70000: Servname not supported for ai_socktype", "-p", "70000", "@/disk.qed")]
     [InlineData("qed: -p and -b cannot be used with -k (a unix socket has no port or address)", "-k", "@/s.sock", "-p", "10999", "@/disk.qed")]
     [InlineData("qed: -p and -b cannot be used with -k (a unix socket has no port or address)", "-b", "127.0.0.1", "-k", "@/s.sock", "@/disk.qed")]
     [InlineData("qed: Could not open '@/disk.qed': Unknown driver 'vmdk': this library reads QED and raw images", "-f", "vmdk", "-k", "@/s.sock", "@/disk.qed")]
     [InlineData("qed: TLS credentials directory '@/none' does not exist", "--tls-creds=@/none", "-k", "@/s.sock", "@/disk.qed")]
-    public void Lines_qemu_nbd_would_misread_are_refused(string expected, params string[] template)
+    public void Lines_qemu_nbd_misreads_or_words_its_own_way_are_refused(string expected, params string[] template)
     {
         var ours = RunRefused(Expand(template));
         Assert.Equal(expected.Replace("@", _dir.Path, StringComparison.Ordinal), QedCli.Lines(ours.StdErr)[0]);
