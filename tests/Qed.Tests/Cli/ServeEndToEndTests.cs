@@ -12,7 +12,8 @@ namespace Qed.Tests.Cli;
 /// <summary>
 /// The real <c>qed serve</c> process with real clients: nbdinfo sees the name and description of <c>-x</c>/<c>-D</c>,
 /// qemu-io reads and writes through it and the data is on disk after SIGTERM, <c>-r</c> refuses writes, <c>-e 2</c>
-/// lets two clients in and keeps a third waiting, <c>--tls-creds</c> serves nbdinfo over TLS and refuses it in clear.
+/// lets two clients in and keeps a third waiting, <c>--tls-creds</c> serves nbdinfo and nbdcopy (both ways) over TLS
+/// and refuses clients in clear.
 /// </summary>
 public sealed partial class ServeEndToEndTests : IDisposable
 {
@@ -105,12 +106,12 @@ public sealed partial class ServeEndToEndTests : IDisposable
     }
 
     [Fact]
-    public void Tls_creds_serve_nbdinfo_over_TLS_and_refuse_it_in_clear()
+    public void Tls_creds_serve_nbdinfo_and_nbdcopy_over_TLS_and_refuse_clear_text()
     {
         string serverDirectory = _dir.File("server-creds");
         string clientDirectory = _dir.File("client-creds");
         MakeCredentials(serverDirectory, clientDirectory);
-        using var server = ServeProcess.Start(_dir.Path, "-t", "-v", "-b", "127.0.0.1", "-p", "0", "--tls-creds", serverDirectory, _image);
+        using var server = ServeProcess.Start(_dir.Path, "-t", "-e", "8", "-v", "-b", "127.0.0.1", "-p", "0", "--tls-creds", serverDirectory, _image);
         var match = server.WaitForStderr(ListeningLine(), TimeSpan.FromSeconds(10));
         string port = match.Groups[1].Value;
 
@@ -123,7 +124,22 @@ public sealed partial class ServeEndToEndTests : IDisposable
         }
         var clear = Tools.Run("nbdinfo", [$"nbd://127.0.0.1:{port}/"], _dir.Path, Timeout);
         Assert.NotEqual(0, clear.ExitCode);
+
+        // nbdcopy both ways over TLS: a random raw file into the export (flushed), the export back out, compared.
+        string uri = $"nbds://127.0.0.1:{port}/?tls-certificates={clientDirectory}";
+        string source = _dir.File("source.raw");
+        string copy = _dir.File("copy.raw");
+        var bytes = new byte[8 << 20];
+        int seed = TestSeed.For(nameof(Tls_creds_serve_nbdinfo_and_nbdcopy_over_TLS_and_refuse_clear_text));
+        new Random(seed).NextBytes(bytes.AsSpan(0, 3 << 20)); // the rest stays zero: a hole for the sparse paths
+        File.WriteAllBytes(source, bytes);
+        var upload = Tools.Run("nbdcopy", ["--flush", source, uri], _dir.Path, Timeout);
+        Assert.True(upload.ExitCode == 0, upload.ToString());
+        var download = Tools.Run("nbdcopy", [uri, copy], _dir.Path, Timeout);
+        Assert.True(download.ExitCode == 0, download.ToString());
+        Assert.Equal(Tools.Sha256OfFile(source), Tools.Sha256OfFile(copy));
         StopCleanly(server);
+        Assert.Equal(Tools.Sha256OfFile(source), Tools.QemuFlattenDigest(_dir.Path, _image));
     }
 
     /// <summary>The 8-byte NBDMAGIC that opens the server's greeting (the test reads the whole 18-byte greeting).</summary>

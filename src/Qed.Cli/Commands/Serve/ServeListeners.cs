@@ -7,8 +7,9 @@ namespace Qed.Cli.Commands.Serve;
 /// <summary>The listening sockets of <c>qed serve</c>: one unix socket (<c>-k</c>) or one TCP socket (<c>-b</c>, <c>-p</c>).</summary>
 internal sealed class ServeListeners : IDisposable
 {
-    // Clients beyond -e wait in the backlog (as with qemu-nbd); a roomy backlog keeps them waiting rather than refused.
-    private const int Backlog = 128;
+    // Clients beyond -e wait in the backlog, as with qemu-nbd: the largest the kernel allows (it clamps this to
+    // net.core.somaxconn), so that hundreds of clients at once wait rather than being refused.
+    private const int Backlog = int.MaxValue;
 
     private ServeListeners(Socket socket, string address, string? unixPath)
     {
