@@ -121,6 +121,30 @@ public sealed partial class ServeLifecycleTests : IDisposable
     }
 
     [Fact]
+    public void A_stale_socket_is_replaced_and_a_live_one_is_left_alone()
+    {
+        // A server killed with SIGKILL leaves its socket file; the next server takes the path over.
+        using (var killed = ServeProcess.Start(_dir.Path, "-t", "-k", SocketPath, _image))
+        {
+            ServeProcess.Send(killed.Id, 9);
+            killed.WaitForExit(ExitTimeout);
+        }
+        Assert.True(File.Exists(SocketPath));
+        using var live = ServeProcess.Start(_dir.Path, "-k", SocketPath, _image);
+
+        // A second server on the same path is refused, and the live one (no -t) is not disturbed: nothing connected.
+        QedImage.Create(_dir.File("other.qed"), new QedCreateOptions { Size = 1 << 20 });
+        var second = QedProcess.Run(_dir.Path, ExitTimeout, "serve", "-k", SocketPath, _dir.File("other.qed"));
+        Assert.Equal(1, second.ExitCode);
+        Assert.Equal($"qed: Failed to bind socket to {SocketPath}: Address already in use", second.StdErr.TrimEnd('\n'));
+        Assert.True(live.StillRunningAfter(TimeSpan.FromMilliseconds(200)), live.StdErr);
+        Assert.True(File.Exists(SocketPath));
+        live.Signal(ServeProcess.SigTerm);
+        Assert.Equal(0, live.WaitForExit(ExitTimeout));
+        Assert.False(File.Exists(SocketPath));
+    }
+
+    [Fact]
     public void Read_only_takes_only_the_read_locks()
     {
         // Served writable, the image refuses every other user; with -r, other readers are welcome and writers are not.

@@ -61,20 +61,41 @@ internal sealed class ServeListeners : IDisposable
     /// </summary>
     private static void RemoveStaleSocket(string path)
     {
-        if (!ServeNative.IsSocket(path))
+        if (ServeNative.IsSocket(path) && !MayBeListening(path))
         {
-            return;
+            FileCleanup.DeleteQuietly(path);
         }
-        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+    }
+
+    /// <summary>
+    /// True unless the kernel's list of unix sockets (<c>/proc/net/unix</c>) shows that no listening socket is bound
+    /// under this file name. Connecting to find out would count as a client, and a server without <c>-t</c> exits when
+    /// that client leaves. The list holds paths as each server gave them (maybe relative), so any listening socket
+    /// with the same file name counts: a false alarm only refuses the bind.
+    /// </summary>
+    private static bool MayBeListening(string path)
+    {
+        const int Listening = 0x10000; // __SO_ACCEPTCON
+        string name = Path.GetFileName(path);
         try
         {
-            probe.Connect(new UnixDomainSocketEndPoint(path));
-            return; // someone serves there: leave it, and the bind reports "Address already in use"
+            foreach (string line in File.ReadLines("/proc/net/unix").Skip(1))
+            {
+                string[] fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (fields.Length >= 8
+                    && int.TryParse(fields[3], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out int flags)
+                    && (flags & Listening) != 0
+                    && Path.GetFileName(string.Join(' ', fields[7..])) == name)
+                {
+                    return true;
+                }
+            }
+            return false;
         }
-        catch (SocketException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
+            return true;
         }
-        FileCleanup.DeleteQuietly(path);
     }
 
     private static ServeListeners OpenTcp(string host, string portText)
