@@ -38,7 +38,9 @@ internal sealed class ServeListeners : IDisposable
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
-            socket.Bind(new UnixDomainSocketEndPoint(path));
+            // Bound by its full path when that fits sun_path, so that /proc/net/unix shows where (MayBeListening reads it).
+            string fullPath = Path.GetFullPath(path);
+            socket.Bind(new UnixDomainSocketEndPoint(System.Text.Encoding.UTF8.GetByteCount(fullPath) < 108 ? fullPath : path));
             socket.Listen(Backlog);
         }
         catch (SocketException e)
@@ -69,23 +71,28 @@ internal sealed class ServeListeners : IDisposable
 
     /// <summary>
     /// True unless the kernel's list of unix sockets (<c>/proc/net/unix</c>) shows that no listening socket is bound
-    /// under this file name. Connecting to find out would count as a client, and a server without <c>-t</c> exits when
-    /// that client leaves. The list holds paths as each server gave them (maybe relative), so any listening socket
-    /// with the same file name counts: a false alarm only refuses the bind.
+    /// at this path. Connecting to find out would count as a client, and a server without <c>-t</c> exits when that
+    /// client leaves. The list holds paths as each server gave them: an absolute one must match; a relative one cannot
+    /// be resolved, so its file name alone counts (a false alarm only refuses the bind).
     /// </summary>
     private static bool MayBeListening(string path)
     {
         const int Listening = 0x10000; // __SO_ACCEPTCON
-        string name = Path.GetFileName(path);
+        string fullPath = Path.GetFullPath(path);
+        string name = Path.GetFileName(fullPath);
         try
         {
             foreach (string line in File.ReadLines("/proc/net/unix").Skip(1))
             {
                 string[] fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                if (fields.Length >= 8
-                    && int.TryParse(fields[3], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out int flags)
-                    && (flags & Listening) != 0
-                    && Path.GetFileName(string.Join(' ', fields[7..])) == name)
+                if (fields.Length < 8
+                    || !int.TryParse(fields[3], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out int flags)
+                    || (flags & Listening) == 0)
+                {
+                    continue;
+                }
+                string bound = string.Join(' ', fields[7..]);
+                if (Path.IsPathRooted(bound) ? bound == fullPath : Path.GetFileName(bound) == name)
                 {
                     return true;
                 }
