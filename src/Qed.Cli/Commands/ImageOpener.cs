@@ -62,6 +62,13 @@ internal static class ImageOpener
         }
     }
 
+    /// <summary>True when <paramref name="device"/> is an NBD export rather than a file.</summary>
+    public static bool IsNbd(BlockDevice device) => device is Qed.Nbd.Client.NbdBlockDevice;
+
+    /// <summary>The name qemu-img prints for a device opened as <paramref name="given"/>: the name as given for a file, qemu's canonical URI for an NBD export.</summary>
+    public static string DisplayName(BlockDevice device, string given) =>
+        device is Qed.Nbd.Client.NbdBlockDevice ? Qed.Nbd.Client.NbdUri.Parse(device.FileName).QemuName : given;
+
     /// <summary>The size qemu shows for a device, as its format describes it (raw files are rounded up to whole sectors: a 6-byte file is a 512-byte disk).</summary>
     public static long VirtualSize(BlockDevice device) =>
         ImageFormats.Of(device).Describe(device).VirtualSize;

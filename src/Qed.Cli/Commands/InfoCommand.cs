@@ -100,12 +100,12 @@ internal static class InfoCommand
         var description = ImageFormats.Of(device).Describe(device);
         return new ImageInfo
         {
-            FileName = fileName,
+            FileName = ImageOpener.DisplayName(device, fileName),
             Format = description.Format,
             VirtualSize = description.VirtualSize,
             ActualSize = FileAllocation.GetAllocatedBytes(device.FileName),
             ClusterSize = description.ClusterSize,
-            DirtyFlag = description.NeedsCheck,
+            DirtyFlag = ImageOpener.IsNbd(device) ? null : description.NeedsCheck, // qemu-img has no dirty flag for an NBD export
             BackingFileName = description.BackingFileName,
             FullBackingFileName = description.BackingFilePath,
             BackingFormat = description.BackingFormat,

@@ -21,7 +21,7 @@ internal sealed record ImageInfo
     public int? ClusterSize { get; init; }
 
     /// <summary>The need-check bit as it is on disk (qemu-img always says false for QED; see QED-FORMAT.md §10.2).</summary>
-    public bool DirtyFlag { get; init; }
+    public bool? DirtyFlag { get; init; }
 
     /// <summary>The backing file name as stored in the header.</summary>
     public string? BackingFileName { get; init; }

@@ -30,7 +30,7 @@ internal static class ImageInfoWriter
         {
             text.Append(CultureInfo.InvariantCulture, $"cluster_size: {clusterSize}\n");
         }
-        if (info.DirtyFlag)
+        if (info.DirtyFlag == true)
         {
             text.Append("cleanly shut down: no\n");
         }
@@ -101,7 +101,10 @@ internal static class ImageInfoWriter
             }
             json.WriteString("backing-filename", info.BackingFileName);
         }
-        json.WriteBoolean("dirty-flag", info.DirtyFlag);
+        if (info.DirtyFlag is { } dirty)
+        {
+            json.WriteBoolean("dirty-flag", dirty);
+        }
         json.WriteEndObject();
     }
 

@@ -1,4 +1,5 @@
 using Qed.Image;
+using Qed.Nbd.Client;
 
 namespace Qed.Backing;
 
@@ -15,12 +16,12 @@ internal sealed class BackingChain
     }
 
     /// <summary>A chain whose top image is <paramref name="topPath"/>.</summary>
-    public static BackingChain Start(string topPath) => new(new HashSet<string>(StringComparer.Ordinal) { Path.GetFullPath(topPath) }, 0);
+    public static BackingChain Start(string topPath) => new(new HashSet<string>(StringComparer.Ordinal) { Key(topPath) }, 0);
 
-    /// <summary>Resolves a backing name as QEMU does: relative names against the directory of the image that names them.</summary>
+    /// <summary>Resolves a backing name as QEMU does: relative names against the directory of the image that names them; NBD URIs are not file names and stay as they are.</summary>
     public static string Resolve(string imagePath, string backingName)
     {
-        if (Path.IsPathRooted(backingName))
+        if (Path.IsPathRooted(backingName) || NbdUri.IsNbdUri(backingName))
         {
             return backingName;
         }
@@ -36,7 +37,7 @@ internal sealed class BackingChain
         {
             throw new QedBackingFileException($"Could not open backing file: its name '{path.Replace("\0", "\\0", StringComparison.Ordinal)}' contains a NUL byte");
         }
-        string full = Path.GetFullPath(path);
+        string full = Key(path);
         if (_visited.Contains(full))
         {
             throw new QedBackingFileException($"Backing file '{path}' creates an infinite loop.");
@@ -47,4 +48,7 @@ internal sealed class BackingChain
         }
         return new BackingChain(new HashSet<string>(_visited, StringComparer.Ordinal) { full }, _depth + 1);
     }
+
+    /// <summary>What identifies a file of the chain: its full path, or an NBD URI as written.</summary>
+    private static string Key(string path) => NbdUri.IsNbdUri(path) ? path : Path.GetFullPath(path);
 }

@@ -1,6 +1,7 @@
 using Qed.Formats;
 using Qed.Image;
 using Qed.IO;
+using Qed.Nbd.Client;
 
 namespace Qed.Backing;
 
@@ -56,7 +57,7 @@ internal static class ChainOpener
     private static async ValueTask<BlockDevice> CompleteChainAsync(ImageOpening top, BackingChain chain, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         var openings = new List<ImageOpening> { top };
-        var files = new List<FileAccessor>();
+        var files = new List<IDisposable>();
         try
         {
             var backingOptions = options with { ReadOnly = true };
@@ -89,7 +90,7 @@ internal static class ChainOpener
     }
 
     /// <summary>Begins the open of a backing file; its failures read "Could not open backing file: ...".</summary>
-    private static async ValueTask<(FileAccessor File, ImageOpening Opening)> BeginBackingAsync(string path, string? formatName, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
+    private static async ValueTask<(IDisposable File, ImageOpening Opening)> BeginBackingAsync(string path, string? formatName, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         try
         {
@@ -106,12 +107,18 @@ internal static class ChainOpener
     }
 
     /// <summary>Step 1 for one file: open, pick the format, lock, begin. On failure the file is closed again.</summary>
-    private static async ValueTask<(FileAccessor File, ImageOpening Opening)> BeginFileAsync(string path, string? formatName, ImageFormat? format, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
+    /// <remarks>An NBD URI instead of a path connects to the export: a raw device, which the returned resource (the device itself) closes.</remarks>
+    private static async ValueTask<(IDisposable File, ImageOpening Opening)> BeginFileAsync(string path, string? formatName, ImageFormat? format, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
         if (format is null && formatName is not null)
         {
             // A name we do not know is refused before the file is touched.
             format = ImageFormats.Find(formatName) is { CanOpen: true } named ? named : throw ImageFormats.UnknownDriver(formatName);
+        }
+        if (NbdUri.IsNbdUri(path))
+        {
+            var device = await NbdOpening.OpenAsync(path, format, options, useAsync, cancellationToken).ConfigureAwait(false);
+            return (device.Device, device);
         }
         var file = HandleFileAccessor.Open(path, options.ReadOnly);
         try

@@ -55,6 +55,7 @@ internal static class NbdTransmission
     private const int ExtentFlagsOffset = 4;
     private const int ErrorFixedSize = 6;         // u32 error, u16 message length, message
     private const int ErrorMessageLengthOffset = 4;
+    private const int ErrorOffsetSize = 8;        // ERROR_OFFSET: u64 offset after the message
 
     public static int WriteRequest(Span<byte> destination, in NbdRequest request)
     {
@@ -187,6 +188,25 @@ internal static class NbdTransmission
         return holeSize != 0 || Wire.Fail(out error, "offset hole size 0");
     }
 
+    /// <summary>The magic of a reply (the first four bytes of a simple reply or a chunk header), to tell which header follows.</summary>
+    public static uint ReplyMagic(ReadOnlySpan<byte> source) => BinaryPrimitives.ReadUInt32BigEndian(source[..4]);
+
+    /// <summary>Reads the fixed part of an OFFSET_DATA payload: the u64 offset (the data follows it, at least one byte).</summary>
+    public static bool TryReadOffsetDataPrefix(ReadOnlySpan<byte> prefix, uint chunkLength, out ulong offset, out string? error)
+    {
+        offset = 0;
+        if (chunkLength <= OffsetDataPrefixSize)
+        {
+            return Wire.Fail(out error, $"offset data length {chunkLength} leaves no data after the {OffsetDataPrefixSize}-byte offset");
+        }
+        if (!Wire.Need(prefix, OffsetDataPrefixSize, "offset data", out error))
+        {
+            return false;
+        }
+        offset = BinaryPrimitives.ReadUInt64BigEndian(prefix);
+        return true;
+    }
+
     public static int BlockStatusLength(int extentCount) => BlockStatusContextSize + (ExtentSize * extentCount);
 
     public static int WriteBlockStatus(Span<byte> destination, uint contextId, ReadOnlySpan<NbdExtent> extents)
@@ -256,6 +276,23 @@ internal static class NbdTransmission
         BinaryPrimitives.WriteUInt16BigEndian(destination[ErrorMessageLengthOffset..], (ushort)length);
         text.AsSpan(0, length).CopyTo(destination[ErrorFixedSize..]);
         return ErrorFixedSize + length;
+    }
+
+    /// <summary>Reads an ERROR_OFFSET payload: an ERROR payload whose message is followed by exactly a u64 offset.</summary>
+    public static bool TryReadErrorOffset(ReadOnlySpan<byte> payload, out uint errorValue, out string message, out ulong offset, out string? error)
+    {
+        offset = 0;
+        if (!TryReadError(payload, out errorValue, out message, out error))
+        {
+            return false;
+        }
+        int messageLength = BinaryPrimitives.ReadUInt16BigEndian(payload[ErrorMessageLengthOffset..]);
+        if (payload.Length != ErrorFixedSize + messageLength + ErrorOffsetSize)
+        {
+            return Wire.Fail(out error, $"error offset chunk length {payload.Length} is not {ErrorFixedSize + messageLength + ErrorOffsetSize} for a {messageLength}-byte message");
+        }
+        offset = BinaryPrimitives.ReadUInt64BigEndian(payload[(ErrorFixedSize + messageLength)..]);
+        return true;
     }
 
     /// <summary>Reads an ERROR payload; the message length must fit the payload and the error must be non-zero.</summary>

@@ -13,9 +13,6 @@ namespace Qed.Nbd.Server;
 /// </remarks>
 internal static class NbdNegotiation
 {
-    /// <summary>Most queries one LIST/SET_META_CONTEXT may carry; more get ERR_TOO_BIG (we offer two contexts).</summary>
-    internal const int MaxMetaContextQueries = 128;
-
     // The ERR_SHUTDOWN courtesy reply and ABORT's ACK must not hang a stopping server on a client that reads nothing.
     private static readonly TimeSpan s_farewellTimeout = TimeSpan.FromSeconds(1);
 
@@ -120,7 +117,7 @@ internal static class NbdNegotiation
                     return null;
                 case NbdOption.Info:
                 case NbdOption.Go:
-                    var session = InfoOrGo(state, server, replies, option.Option, payload.Span);
+                    var session = NegotiationOptions.InfoOrGo(state, server, replies, option.Option, payload.Span);
                     await replies.SendAsync(state.Transport, cancellationToken).ConfigureAwait(false);
                     if (session is not null)
                     {
@@ -132,32 +129,10 @@ internal static class NbdNegotiation
                     await StartTlsAsync(state, server, replies, payload.Length, cancellationToken).ConfigureAwait(false);
                     break;
                 default:
-                    Answer(state, server, replies, option.Option, payload.Span);
+                    NegotiationOptions.Answer(state, server, replies, option.Option, payload.Span);
                     await replies.SendAsync(state.Transport, cancellationToken).ConfigureAwait(false);
                     break;
             }
-        }
-    }
-
-    /// <summary>The options that only answer and leave the handshake where it was.</summary>
-    private static void Answer(NegotiationState state, NbdServerContext server, NegotiationReplies replies, uint option, ReadOnlySpan<byte> payload)
-    {
-        switch (option)
-        {
-            case NbdOption.List:
-                List(server, replies, payload.Length);
-                break;
-            case NbdOption.StructuredReply:
-                StructuredReply(state, replies, payload.Length);
-                break;
-            case NbdOption.ListMetaContext:
-            case NbdOption.SetMetaContext:
-                MetaContext(state, server, replies, option, payload);
-                break;
-            default:
-                // EXTENDED_HEADERS and the withdrawn PEEK_EXPORT included: clients fall back (NBD.md 1.5).
-                replies.Error(option, NbdOptionReply.ErrUnsup, $"Unsupported option {option}");
-                break;
         }
     }
 
@@ -170,12 +145,12 @@ internal static class NbdNegotiation
             throw new NbdProtocolException($"EXPORT_NAME: {error}");
         }
 
-        var export = server.FindExport(name) ?? throw new NbdProtocolException($"EXPORT_NAME: export '{Sanitize(name)}' not present");
+        var export = server.FindExport(name) ?? throw new NbdProtocolException($"EXPORT_NAME: export '{NegotiationOptions.Sanitize(name)}' not present");
         ushort flags = NegotiationExportInfo.TransmissionFlags(export, state.StructuredReplies, server.Options);
         var reply = replies.AddRaw(state.NoZeroes ? NbdHandshake.ExportNameReplySize : NbdHandshake.ExportNameReplyPaddedSize);
         NbdHandshake.WriteExportNameReply(reply, (ulong)export.Device.Size, flags, state.NoZeroes);
         await replies.SendAsync(state.Transport, cancellationToken).ConfigureAwait(false);
-        return Session(state, export, flags);
+        return NegotiationOptions.Session(state, export, flags);
     }
 
     private static async ValueTask AbortAsync(NegotiationState state, NegotiationReplies replies)
@@ -211,128 +186,6 @@ internal static class NbdNegotiation
         }
     }
 
-    private static void List(NbdServerContext server, NegotiationReplies replies, int payloadLength)
-    {
-        if (payloadLength != 0)
-        {
-            replies.Error(NbdOption.List, NbdOptionReply.ErrInvalid, "LIST must not have a payload");
-            return;
-        }
-
-        foreach (var export in server.Exports)
-        {
-            var payload = replies.Add(NbdOption.List, NbdOptionReply.Server, NbdHandshake.ServerReplyLength(export.Name, export.Description));
-            NbdHandshake.WriteServerReply(payload, export.Name, export.Description);
-        }
-
-        replies.Ack(NbdOption.List);
-    }
-
-    private static void StructuredReply(NegotiationState state, NegotiationReplies replies, int payloadLength)
-    {
-        if (payloadLength != 0)
-        {
-            replies.Error(NbdOption.StructuredReply, NbdOptionReply.ErrInvalid, "STRUCTURED_REPLY must not have a payload");
-        }
-        else if (state.StructuredReplies)
-        {
-            replies.Error(NbdOption.StructuredReply, NbdOptionReply.ErrInvalid, "structured replies already negotiated");
-        }
-        else
-        {
-            state.StructuredReplies = true;
-            replies.Ack(NbdOption.StructuredReply);
-        }
-    }
-
-    /// <summary>INFO and GO share everything but the end: GO returns the session after its ACK, INFO stays.</summary>
-    private static NbdSession? InfoOrGo(NegotiationState state, NbdServerContext server, NegotiationReplies replies, uint option, ReadOnlySpan<byte> payload)
-    {
-        if (!NbdHandshake.TryReadInfoRequest(payload, out string name, out ushort[] infos, out string? error))
-        {
-            replies.Error(option, NbdOptionReply.ErrInvalid, error!);
-            return null;
-        }
-
-        var export = server.FindExport(name);
-        if (export is null)
-        {
-            replies.Error(option, NbdOptionReply.ErrUnknown, $"export '{Sanitize(name)}' not present");
-            return null;
-        }
-
-        // NBD_INFO_EXPORT always (qemu's client never asks and fails without it); BLOCK_SIZE and a configured
-        // DESCRIPTION always too, as qemu-nbd; NAME when asked. Unknown info requests are ignored (NBD.md 1.5).
-        ushort flags = NegotiationExportInfo.TransmissionFlags(export, state.StructuredReplies, server.Options);
-        NbdHandshake.WriteInfoExport(replies.Add(option, NbdOptionReply.Info, NbdHandshake.InfoExportSize), (ulong)export.Device.Size, flags);
-        if (Array.IndexOf(infos, NbdInfo.Name) >= 0)
-        {
-            AddInfoText(replies, option, NbdInfo.Name, export.Name);
-        }
-
-        if (export.Description is not null)
-        {
-            AddInfoText(replies, option, NbdInfo.Description, export.Description);
-        }
-
-        var sizes = NegotiationExportInfo.BlockSizes(export, server.Options);
-        NbdHandshake.WriteInfoBlockSize(replies.Add(option, NbdOptionReply.Info, NbdHandshake.InfoBlockSizeSize), sizes);
-        replies.Ack(option);
-        return option == NbdOption.Go ? Session(state, export, flags) : null;
-    }
-
-    private static void AddInfoText(NegotiationReplies replies, uint option, ushort infoType, string text)
-    {
-        text = CapString(text);
-        NbdHandshake.WriteInfoText(replies.Add(option, NbdOptionReply.Info, NbdHandshake.InfoTextLength(text)), infoType, text);
-    }
-
-    private static void MetaContext(NegotiationState state, NbdServerContext server, NegotiationReplies replies, uint option, ReadOnlySpan<byte> payload)
-    {
-        bool set = option == NbdOption.SetMetaContext;
-        if (set && !state.StructuredReplies)
-        {
-            replies.Error(option, NbdOptionReply.ErrInvalid, "structured replies not negotiated");
-            return;
-        }
-
-        if (!NbdHandshake.TryReadMetaContextRequest(payload, MaxMetaContextQueries, out string name, out string[] queries, out bool tooMany, out string? error))
-        {
-            replies.Error(option, tooMany ? NbdOptionReply.ErrTooBig : NbdOptionReply.ErrInvalid, error!);
-            return;
-        }
-
-        var export = server.FindExport(name);
-        if (export is null)
-        {
-            replies.Error(option, NbdOptionReply.ErrUnknown, $"export '{Sanitize(name)}' not present");
-            return;
-        }
-
-        var (baseAllocation, allocationDepth) = NegotiationMetaContexts.Select(export, queries, list: !set);
-        if (baseAllocation)
-        {
-            AddMetaContext(replies, option, set ? NegotiationMetaContexts.BaseAllocationId : 0, NegotiationMetaContexts.BaseAllocation);
-        }
-
-        if (allocationDepth)
-        {
-            AddMetaContext(replies, option, set ? NegotiationMetaContexts.AllocationDepthId : 0, NegotiationMetaContexts.AllocationDepth);
-        }
-
-        replies.Ack(option);
-        if (set)
-        {
-            state.SelectMetaContexts(
-                export,
-                baseAllocation ? NegotiationMetaContexts.BaseAllocationId : 0,
-                allocationDepth ? NegotiationMetaContexts.AllocationDepthId : 0);
-        }
-    }
-
-    private static void AddMetaContext(NegotiationReplies replies, uint option, uint id, string name) =>
-        NbdHandshake.WriteMetaContextReply(replies.Add(option, NbdOptionReply.MetaContext, NbdHandshake.MetaContextReplyLength(name)), id, name);
-
     private static async ValueTask StartTlsAsync(NegotiationState state, NbdServerContext server, NegotiationReplies replies, int payloadLength, CancellationToken cancellationToken)
     {
         if (!server.TlsRequired)
@@ -365,38 +218,5 @@ internal static class NbdNegotiation
         }
 
         await replies.SendAsync(state.Transport, cancellationToken).ConfigureAwait(false);
-    }
-
-    private static NbdSession Session(NegotiationState state, NbdExport export, ushort flags)
-    {
-        var (baseAllocation, allocationDepth) = state.MetaContextsFor(export);
-        return new NbdSession(state.Transport, export, flags)
-        {
-            StructuredReplies = state.StructuredReplies,
-            BaseAllocationContextId = baseAllocation,
-            AllocationDepthContextId = allocationDepth,
-        };
-    }
-
-    /// <summary>A client's name inside our message: short and printable (qemu cuts at 80 characters too).</summary>
-    private static string Sanitize(string name)
-    {
-        const int MaxShown = 80;
-        var shown = name.Length > MaxShown ? name[..MaxShown] + "..." : name;
-        return string.Create(shown.Length, shown, static (span, text) =>
-        {
-            for (int i = 0; i < span.Length; i++)
-            {
-                span[i] = char.IsControl(text[i]) ? '?' : text[i];
-            }
-        });
-    }
-
-    /// <summary>Protocol strings must not exceed 4096 bytes; an operator's longer description is cut on a character boundary.</summary>
-    private static string CapString(string text)
-    {
-        byte[] bytes = Wire.Utf8(text);
-        int length = Wire.Utf8PrefixLength(bytes, NbdLimits.MaxStringBytes);
-        return length == bytes.Length ? text : System.Text.Encoding.UTF8.GetString(bytes, 0, length);
     }
 }

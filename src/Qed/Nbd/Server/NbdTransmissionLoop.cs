@@ -18,9 +18,11 @@ namespace Qed.Nbd.Server;
 // 5. Replies (ReplyWriter): each reply is a list of buffers (headers from pooled scratch, data from pooled segments)
 //    written as one unit; whoever finishes a request while no write runs writes everything queued in one gather-write,
 //    detached from the reader, so reader and writer never wait on each other. Replies of requests the reader already
-//    has are held only while it parses them, never across a wait for the network (NBD.md 8.4).
+//    has are held only while it parses them, never across a wait for the network (NBD.md 8.4). On unix sockets, a
+//    large READ of one stretch of an image file goes from the page cache to the socket with sendfile
+//    (FileRangeSender): no copy through our memory, which is most of what large reads cost.
 // 6. The end: DISC, EOF, server stop (the token), idle timeout or a lost stream stop the reader; every request already
-//    received is still finished and answered (writes abandoned StopGrace after a stop if the client does not read),
+//    received is still finished and answered (writes abandoned DefaultStopGrace after a stop if the client does not read),
 //    then RunAsync returns (or throws what lost the stream).
 
 /// <summary>The transmission phase of one connection: requests read, run concurrently, replies written as they complete.</summary>
@@ -33,11 +35,14 @@ internal static class NbdTransmissionLoop
     public static Task RunAsync(NbdSession session, NbdServerContext server, CancellationToken cancellationToken) =>
         RunAsync(session, server, cancellationToken, statistics: null);
 
-    /// <summary>As <see cref="RunAsync(NbdSession, NbdServerContext, CancellationToken)"/>, reporting what happened into <paramref name="statistics"/>.</summary>
-    internal static Task RunAsync(NbdSession session, NbdServerContext server, CancellationToken cancellationToken, TransmissionStatistics? statistics)
+    /// <summary>
+    /// As <see cref="RunAsync(NbdSession, NbdServerContext, CancellationToken)"/>, reporting what happened into
+    /// <paramref name="statistics"/>; <paramref name="stopGrace"/> replaces the time replies may take after a stop.
+    /// </summary>
+    internal static Task RunAsync(NbdSession session, NbdServerContext server, CancellationToken cancellationToken, TransmissionStatistics? statistics, TimeSpan? stopGrace = null)
     {
         ArgumentNullException.ThrowIfNull(session);
         ArgumentNullException.ThrowIfNull(server);
-        return new TransmissionConnection(session, server, statistics).RunAsync(cancellationToken);
+        return new TransmissionConnection(session, server, statistics, stopGrace).RunAsync(cancellationToken);
     }
 }

@@ -180,6 +180,47 @@ public sealed class NegotiationFramingTests
     }
 
     [Fact]
+    public async Task Clients_negotiating_at_once_do_not_disturb_each_other()
+    {
+        const int Clients = 12;
+        using var dir = new TempDirectory();
+        var diagnostics = new ConcurrentQueue<string>();
+        await using var server = NegotiationImages.Serve(dir.Path, diagnostics);
+
+        // All connected and half-way through before any finishes; every other one then misbehaves and is dropped.
+        var clients = Enumerable.Range(0, Clients).Select(_ => RawNbdClient.Start(server.Connect())).ToList();
+        try
+        {
+            foreach (var client in clients)
+            {
+                client.SendOption(NbdOption.StructuredReply);
+            }
+            var work = clients.Select((client, i) => Task.Run(() =>
+            {
+                client.ExpectOnly(NbdOption.StructuredReply, NbdOptionReply.Ack);
+                if (i % 2 == 1)
+                {
+                    client.Send(new byte[NbdHandshake.OptionHeaderSize]); // zero magic
+                    client.ExpectClosed();
+                    return false;
+                }
+                client.SendInfo(NbdOption.Info, "");
+                Assert.Equal((ulong)NegotiationImages.Size, InfoItems.Parse(client.ReadReplies(NbdOption.Info)).Size);
+                client.SendOption(NbdOption.Abort);
+                client.ExpectOnly(NbdOption.Abort, NbdOptionReply.Ack);
+                return true;
+            })).ToArray();
+            bool[] served = await Task.WhenAll(work).WaitAsync(RawNbdClient.Timeout * 2);
+            Assert.Equal(Clients / 2, served.Count(ok => ok));
+            Assert.Equal(Clients / 2, served.Count(ok => !ok));
+        }
+        finally
+        {
+            clients.ForEach(client => client.Dispose());
+        }
+    }
+
+    [Fact]
     public async Task Stopping_server_answers_the_next_option_with_err_shutdown_and_drops()
     {
         using var dir = new TempDirectory();

@@ -145,7 +145,7 @@ public sealed class NegotiationMetaContextTests
         client.SendOption(NbdOption.StructuredReply);
         client.ExpectOnly(NbdOption.StructuredReply, NbdOptionReply.Ack);
 
-        var queries = Enumerable.Repeat(Base, NbdNegotiation.MaxMetaContextQueries).ToArray();
+        var queries = Enumerable.Repeat(Base, NegotiationOptions.MaxMetaContextQueries).ToArray();
         client.SendMetaContext(NbdOption.SetMetaContext, "disk", queries);
         Assert.Single(Contexts(client.ReadReplies(NbdOption.SetMetaContext)));
         client.SendMetaContext(NbdOption.SetMetaContext, "disk", [.. queries, Base]);

@@ -58,6 +58,25 @@ public sealed class NegotiationOptionTests
     }
 
     [Fact]
+    public async Task Descriptions_longer_than_the_protocol_allows_are_cut_on_a_character_boundary()
+    {
+        // An operator's -D of 5000 bytes: protocol strings stop at 4096 bytes (NBD.md 1.1), in INFO and in LIST alike.
+        string description = new string('d', NbdLimits.MaxStringBytes - 1) + "é" + new string('x', 900);
+        string expected = new('d', NbdLimits.MaxStringBytes - 1);
+        using var dir = new TempDirectory();
+        await using var server = NegotiationImages.Serve(dir.Path, new ConcurrentQueue<string>(), configureExport: e => e with { Description = description });
+        using var client = RawNbdClient.Start(server.Connect());
+
+        client.SendInfo(NbdOption.Info, "");
+        Assert.Equal(expected, InfoItems.Parse(client.ReadReplies(NbdOption.Info)).Description);
+        client.SendOption(NbdOption.List);
+        var (header, payload) = client.ReadReplies(NbdOption.List)[0];
+        Assert.Equal(NbdOptionReply.Server, header.ReplyType);
+        Assert.True(NbdHandshake.TryReadServerReply(payload, out _, out string listed, out string? error), error);
+        Assert.Equal(expected, listed);
+    }
+
+    [Fact]
     public async Task Flags_follow_read_only_structured_replies_and_the_connection_limit()
     {
         using var dir = new TempDirectory();
@@ -180,7 +199,7 @@ public sealed class NegotiationOptionTests
         Assert.True(session.StructuredReplies);
         Assert.Equal(0u, session.BaseAllocationContextId);
         Assert.Equal(0u, session.AllocationDepthContextId);
-        Assert.Equal(0, session.Transport.BufferedBytes); // nothing after the ACK, no padding
+        Assert.Equal(0, client.Available); // the server is done writing (the session exists): nothing after the ACK, no padding
     }
 
     [Fact]

@@ -130,6 +130,22 @@ public sealed class NegotiationTlsTests : IClassFixture<NegotiationTlsTests.Cert
     }
 
     [Fact]
+    public async Task Tls_handshake_that_never_comes_is_dropped_at_the_deadline()
+    {
+        using var dir = new TempDirectory();
+        var diagnostics = new ConcurrentQueue<string>();
+        await using var server = NegotiationImages.Serve(dir.Path, diagnostics, configureOptions: o => o with
+        {
+            TlsCertificate = certificates.Server,
+            HandshakeTimeout = TimeSpan.FromMilliseconds(300),
+        });
+        using var client = StartTls(server);
+
+        client.ExpectClosed(); // the server waits for a ClientHello that never comes
+        await NegotiationFramingTests.AssertReported(diagnostics, "handshake not finished");
+    }
+
+    [Fact]
     public async Task Client_certificate_from_the_configured_ca_is_required()
     {
         using var dir = new TempDirectory();

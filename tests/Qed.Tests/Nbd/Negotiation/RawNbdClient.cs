@@ -36,6 +36,9 @@ internal sealed class RawNbdClient : IDisposable
 
     public bool IsTls => stream is SslStream;
 
+    /// <summary>Bytes the server sent that were not read yet (clear text only).</summary>
+    public int Available => socket.Available;
+
     public ushort ReadGreeting()
     {
         var greeting = ReadExactly(NbdHandshake.GreetingSize);

@@ -56,16 +56,32 @@ internal sealed class LoopHarness : IAsyncDisposable
         bool baseAllocation = true,
         bool allocationDepth = false,
         Func<NbdServerOptions, NbdServerOptions>? configure = null,
-        CancellationTokenSource? stop = null)
+        CancellationTokenSource? stop = null,
+        bool tcp = false,
+        TimeSpan? stopGrace = null)
     {
-        string path = Path.Combine(directory, "loop-" + Guid.NewGuid().ToString("N")[..8] + ".sock");
-        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        listener.Bind(new UnixDomainSocketEndPoint(path));
-        listener.Listen(1);
-        var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        client.Connect(new UnixDomainSocketEndPoint(path));
-        var server = listener.Accept();
-        File.Delete(path);
+        Socket client;
+        Socket server;
+        if (tcp)
+        {
+            using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            listener.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+            listener.Listen(1);
+            client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            client.Connect(listener.LocalEndPoint!);
+            server = listener.Accept();
+        }
+        else
+        {
+            string path = Path.Combine(directory, "loop-" + Guid.NewGuid().ToString("N")[..8] + ".sock");
+            using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            listener.Bind(new UnixDomainSocketEndPoint(path));
+            listener.Listen(1);
+            client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            client.Connect(new UnixDomainSocketEndPoint(path));
+            server = listener.Accept();
+            File.Delete(path);
+        }
 
         var reports = new ConcurrentQueue<string>();
         var options = new NbdServerOptions { Diagnostics = reports.Enqueue };
@@ -89,7 +105,7 @@ internal sealed class LoopHarness : IAsyncDisposable
         {
             try
             {
-                await NbdTransmissionLoop.RunAsync(session, context, stop.Token, statistics);
+                await NbdTransmissionLoop.RunAsync(session, context, stop.Token, statistics, stopGrace);
             }
             finally
             {
@@ -127,7 +143,7 @@ internal sealed class LoopHarness : IAsyncDisposable
         {
             await Loop.WaitAsync(s_timeout);
         }
-        catch (Exception e) when (e is IOException or SocketException or NbdProtocolException)
+        catch (Exception e) when (e is IOException or SocketException or NbdProtocolException or OperationCanceledException)
         {
             // A test that broke the stream on purpose sees the loop end this way.
         }

@@ -173,8 +173,9 @@ public sealed class TransmissionConcurrencyTests(ITestOutputHelper output)
         Assert.True(sent > received + 100, $"the client could send only {sent} requests: the test did not flood");
         Assert.Equal(cap, flooded.Statistics.PeakInFlight);
         Assert.True(flooded.Statistics.PeakHeldBytes <= Math.Max(maxBytes, ReadLength), $"held {flooded.Statistics.PeakHeldBytes} bytes");
-        // What the server took beyond the cap is only what fits in the socket's send buffer (a few replies).
-        Assert.InRange(received, cap, cap + 8);
+        // What the server took beyond the cap is only what the kernel's socket buffers hold: the server asks for 1 MiB on
+        // unix sockets (FileRangeSender), a few of these replies.
+        Assert.InRange(received, cap, cap + 64);
 
         // Another client of the same device is served normally meanwhile.
         var data = TransmissionCommandTests.Pattern(65536, 9);

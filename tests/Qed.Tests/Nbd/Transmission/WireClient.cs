@@ -119,7 +119,7 @@ internal sealed class WireClient : IDisposable
                 _pending.Remove(chunk.Cookie);
                 if (pending.Request.Type == NbdCommand.Read && pending.Reply.Error == 0)
                 {
-                    Assert.True(Array.TrueForAll(pending.Covered, c => c), $"READ reply for cookie 0x{chunk.Cookie:x} does not cover the request");
+                    Assert.True(!pending.Covered.AsSpan().Contains(false), $"READ reply for cookie 0x{chunk.Cookie:x} does not cover the request");
                 }
 
                 return pending.Reply;
@@ -211,11 +211,8 @@ internal sealed class WireClient : IDisposable
                 Assert.True(offset >= request.Offset && offset + (ulong)length <= request.Offset + request.Length, $"chunk {offset}+{length} outside the request");
                 reply.Data ??= new byte[request.Length];
                 int at = (int)(offset - request.Offset);
-                for (int i = 0; i < length; i++)
-                {
-                    Assert.False(covered[at + i], $"chunks overlap at {offset + (ulong)i}");
-                    covered[at + i] = true;
-                }
+                Assert.False(covered.AsSpan(at, (int)length).Contains(true), $"chunks overlap in {offset}+{length}");
+                covered.AsSpan(at, (int)length).Fill(true);
 
                 if (chunk.Type == NbdChunk.TypeOffsetData)
                 {
@@ -239,5 +236,12 @@ internal sealed class WireClient : IDisposable
                 Assert.Fail($"unexpected chunk type {chunk.Type}");
                 break;
         }
+    }
+
+    /// <summary>Fails unless every byte of <paramref name="data"/> is <paramref name="value"/> (fast on large buffers).</summary>
+    public static void AssertFilled(ReadOnlySpan<byte> data, byte value)
+    {
+        int at = data.IndexOfAnyExcept(value);
+        Assert.True(at < 0, $"byte {at} is 0x{(at < 0 ? 0 : data[at]):x2}, not 0x{value:x2}");
     }
 }

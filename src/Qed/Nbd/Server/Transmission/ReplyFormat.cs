@@ -60,6 +60,17 @@ internal static class ReplyFormat
         request.Data.AddSlices(request.Reply, dataStart, length);
     }
 
+    /// <summary>The header and offset of an OFFSET_DATA chunk whose data the writer sends from the image file.</summary>
+    public static void DataChunkHeader(TransmissionRequest request, ulong offset, long length, bool done)
+    {
+        var header = request.Take(DataChunkOverhead);
+        var span = header.Span;
+        NbdTransmission.WriteChunkHeader(span, new NbdChunkHeader(done ? NbdChunk.FlagDone : (ushort)0, NbdChunk.TypeOffsetData, request.Header.Cookie,
+            (uint)(NbdTransmission.OffsetDataPrefixSize + length)));
+        NbdTransmission.WriteOffsetDataPrefix(span[NbdTransmission.ChunkHeaderSize..], offset);
+        request.AddReply(header);
+    }
+
     /// <summary>An OFFSET_HOLE chunk: <paramref name="length"/> bytes at <paramref name="offset"/> read as zeros.</summary>
     public static void HoleChunk(TransmissionRequest request, ulong offset, uint length, bool done)
     {

@@ -10,12 +10,20 @@ internal sealed class ReplyWriter
     /// <summary>Replies held back while the reader still has requests to parse, before they are written anyway.</summary>
     private const int MaxHeld = 32;
 
+    /// <summary>
+    /// Batches up to this size are copied into one buffer and sent with a plain send (no buffer list): cheaper than a
+    /// gather-write for small replies, which is what a 4 KiB READ is.
+    /// </summary>
+    private const int CoalesceLimit = 32 * 1024;
+
     private readonly object _gate = new();
     private readonly Nbd.Transport.NbdTransport _transport;
     private readonly Action<TransmissionRequest> _finished;
     private readonly Action<Exception> _failed;
     private readonly CancellationToken _cancellationToken;
     private readonly List<ReadOnlyMemory<byte>> _buffers = new(64);
+    private byte[]? _coalesced;
+    private readonly FileRangeSender? _files;
     private List<TransmissionRequest> _queued = new(16);
     private List<TransmissionRequest> _writing = new(16);
     private bool _active;
@@ -25,9 +33,11 @@ internal sealed class ReplyWriter
     /// <param name="finished">Called for each request once its reply is written or dropped.</param>
     /// <param name="failed">Called once when a write fails: the connection is gone.</param>
     /// <param name="cancellationToken">Abandons writes (a client that stopped reading, once the server stops).</param>
-    public ReplyWriter(Nbd.Transport.NbdTransport transport, Action<TransmissionRequest> finished, Action<Exception> failed, CancellationToken cancellationToken)
+    /// <param name="files">Sends READ data straight from image files, when the transport allows it.</param>
+    public ReplyWriter(Nbd.Transport.NbdTransport transport, Action<TransmissionRequest> finished, Action<Exception> failed, CancellationToken cancellationToken, FileRangeSender? files = null)
     {
         _transport = transport;
+        _files = files;
         _finished = finished;
         _failed = failed;
         _cancellationToken = cancellationToken;
@@ -107,16 +117,30 @@ internal sealed class ReplyWriter
                 (_queued, _writing) = (_writing, _queued);
             }
 
-            _buffers.Clear();
-            foreach (var request in _writing)
-            {
-                _buffers.AddRange(request.Reply);
-            }
-
             Exception? failure = null;
             try
             {
-                await _transport.WriteAsync(_buffers, _cancellationToken).ConfigureAwait(false);
+                _buffers.Clear();
+                long total = 0;
+                foreach (var request in _writing)
+                {
+                    foreach (var buffer in request.Reply)
+                    {
+                        _buffers.Add(buffer);
+                        total += buffer.Length;
+                    }
+
+                    if (request.FileDescriptor >= 0)
+                    {
+                        // Headers so far, then the data from the file: still one unit, since nobody else writes meanwhile.
+                        await WriteBuffersAsync(total).ConfigureAwait(false);
+                        _buffers.Clear();
+                        total = 0;
+                        await _files!.SendAsync(request.FileDescriptor, request.FileOffset, request.FileLength, _cancellationToken).ConfigureAwait(false);
+                    }
+                }
+
+                await WriteBuffersAsync(total).ConfigureAwait(false);
             }
             catch (Exception e)
             {
@@ -150,5 +174,29 @@ internal sealed class ReplyWriter
                 _finished(request);
             }
         }
+    }
+
+    /// <summary>Writes <see cref="_buffers"/> (<paramref name="total"/> bytes): copied into one buffer when small, else gathered.</summary>
+    private ValueTask WriteBuffersAsync(long total)
+    {
+        if (_buffers.Count == 0)
+        {
+            return ValueTask.CompletedTask;
+        }
+
+        if (total <= CoalesceLimit && _buffers.Count > 1)
+        {
+            _coalesced ??= new byte[CoalesceLimit];
+            int at = 0;
+            foreach (var buffer in _buffers)
+            {
+                buffer.Span.CopyTo(_coalesced.AsSpan(at));
+                at += buffer.Length;
+            }
+
+            return _transport.WriteAsync(_coalesced.AsMemory(0, (int)total), ReadOnlyMemory<byte>.Empty, _cancellationToken);
+        }
+
+        return _transport.WriteAsync(_buffers, _cancellationToken);
     }
 }

@@ -19,7 +19,7 @@ internal static class RequestExecutor
     internal const int MaxStatusExtents = 32 * 1024;
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    public static async ValueTask ExecuteAsync(TransmissionRequest request, NbdSession session, bool useAsync, Action<string> report)
+    public static async ValueTask ExecuteAsync(TransmissionRequest request, NbdSession session, bool useAsync, Action<string> report, FileRangeSender? files = null)
     {
         var header = request.Header;
         try
@@ -27,7 +27,7 @@ internal static class RequestExecutor
             switch (header.Type)
             {
                 case NbdCommand.Read:
-                    await ReadAsync(request, session, useAsync).ConfigureAwait(false);
+                    await ReadAsync(request, session, useAsync, files).ConfigureAwait(false);
                     break;
                 case NbdCommand.Write:
                     await WriteAsync(request, session.Export.Device, useAsync).ConfigureAwait(false);
@@ -58,11 +58,20 @@ internal static class RequestExecutor
             uint error = RequestErrors.From(e);
             string name = RequestValidation.Name(header.Type);
             report($"{name} of {header.Length} bytes at {header.Offset} failed: {e.Message}");
-            ReplyFormat.Error(request, session.StructuredReplies, error, $"{name} failed: {e.Message}");
+            try
+            {
+                ReplyFormat.Error(request, session.StructuredReplies, error, $"{name} failed: {e.Message}");
+            }
+            catch (Exception)
+            {
+                // Whatever went wrong making the message, the client still gets its answer: a bare simple reply.
+                request.ClearReply();
+                ReplyFormat.Simple(request, error, withData: false);
+            }
         }
     }
 
-    private static async ValueTask ReadAsync(TransmissionRequest request, NbdSession session, bool useAsync)
+    private static async ValueTask ReadAsync(TransmissionRequest request, NbdSession session, bool useAsync, FileRangeSender? files)
     {
         var header = request.Header;
         var device = session.Export.Device;
@@ -88,6 +97,20 @@ internal static class RequestExecutor
             await FindRunsAsync(request, device, offset, length, useAsync).ConfigureAwait(false);
             if (request.Runs.Count == 1 && request.Runs[0].IsData)
             {
+                var extent = request.FirstExtent;
+                if (files is not null && length >= FileRangeSender.MinimumLength && extent.Length == length && extent.HostOffset >= 0
+                    && extent.Device is Qed.Image.QedImage or RawImage
+                    && files.DescriptorFor(extent.Device.FileName) is var descriptor and >= 0)
+                {
+                    // One stretch of one file: the data goes from the page cache to the socket (FileRangeSender).
+                    request.ReserveScratch(ReplyFormat.DataChunkOverhead);
+                    ReplyFormat.DataChunkHeader(request, header.Offset, length, done: true);
+                    request.FileDescriptor = descriptor;
+                    request.FileOffset = extent.HostOffset;
+                    request.FileLength = length;
+                    return;
+                }
+
                 sparse = false; // all data: one chunk, as with DF
             }
         }
@@ -156,6 +179,11 @@ internal static class RequestExecutor
             var extent = useAsync
                 ? await ExtentMap.GetExtentAsync(device, at, end - at).ConfigureAwait(false)
                 : ExtentMap.GetExtent(device, at, end - at);
+            if (at == offset)
+            {
+                request.FirstExtent = extent;
+            }
+
             bool data = extent.IsData;
             if (runs.Count > 0 && runs[^1].IsData == data)
             {

@@ -9,10 +9,13 @@ namespace Qed.Nbd.Server.Transmission;
 internal sealed class TransmissionConnection
 {
     /// <summary>How long replies may still take to reach a client once the server stops, before they are abandoned.</summary>
-    internal static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(10);
+    internal static readonly TimeSpan DefaultStopGrace = TimeSpan.FromSeconds(10);
 
-    /// <summary>READ and WRITE requests up to this size (without FUA) run on the reader itself: no thread hop for small cached I/O.</summary>
-    internal static int InlineLimit { get; set; } = 64 * 1024;
+    /// <summary>
+    /// READ and WRITE requests up to this size (without FUA) run on the reader itself: no thread hop for small cached
+    /// I/O. Measured: running 256 KiB reads inline as well did not help nbdcopy (medians 0.66 s against 0.58 s).
+    /// </summary>
+    private const int InlineLimit = 64 * 1024;
 
     private const int DrainBufferSize = 64 * 1024;
 
@@ -27,14 +30,17 @@ internal sealed class TransmissionConnection
     private readonly int _maxPayload;
     private readonly long _writeHardCap;
     private readonly Action<string> _report;
+    private readonly TimeSpan _stopGrace;
     private CancellationTokenSource? _readStop;
     private ReplyWriter? _writer;
+    private FileRangeSender? _files;
     private long _lastActivity;
     private volatile bool _readingPayload;
     private volatile bool _idleExpired;
 
-    public TransmissionConnection(NbdSession session, NbdServerContext server, TransmissionStatistics? statistics)
+    public TransmissionConnection(NbdSession session, NbdServerContext server, TransmissionStatistics? statistics, TimeSpan? stopGrace = null)
     {
+        _stopGrace = stopGrace ?? DefaultStopGrace;
         _session = session;
         _server = server;
         _transport = session.Transport;
@@ -53,7 +59,9 @@ internal sealed class TransmissionConnection
         using var readStop = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         using var writeStop = new CancellationTokenSource();
         _readStop = readStop;
-        _writer = new ReplyWriter(_transport, Finish, OnWriteFailed, writeStop.Token);
+        using var files = FileRangeSender.For(_transport);
+        _files = files;
+        _writer = new ReplyWriter(_transport, Finish, OnWriteFailed, writeStop.Token, files);
         _lastActivity = Environment.TickCount64;
         using var idleTimer = StartIdleTimer();
 
@@ -73,7 +81,7 @@ internal sealed class TransmissionConnection
 
         // Every request received is answered before the connection ends (DISC, EOF, stop alike).
         _writer.Flush();
-        using (stopping.Register(() => CancelAfter(writeStop, StopGrace)))
+        using (stopping.Register(() => CancelAfter(writeStop, _stopGrace)))
         {
             await _limiter.WhenEmptyAsync().ConfigureAwait(false);
         }
@@ -98,8 +106,24 @@ internal sealed class TransmissionConnection
 
     private async Task ExecuteDispatchedAsync(TransmissionRequest request)
     {
-        await RequestExecutor.ExecuteAsync(request, _session, useAsync: true, _report).ConfigureAwait(false);
+        try
+        {
+            await RequestExecutor.ExecuteAsync(request, _session, useAsync: true, _report, _files).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            AnswerUnexpected(request, e);
+        }
+
         _writer!.Enqueue(request, hold: false);
+    }
+
+    /// <summary>Not expected (the executor answers every failure itself), but a request must never stay unanswered: EIO.</summary>
+    private void AnswerUnexpected(TransmissionRequest request, Exception failure)
+    {
+        _report($"{RequestValidation.Name(request.Header.Type)} failed unexpectedly: {failure.Message}");
+        request.ClearReply();
+        ReplyFormat.Simple(request, NbdError.Io, withData: false);
     }
 
     private async Task ReadLoopAsync(CancellationToken cancellationToken)
@@ -191,14 +215,21 @@ internal sealed class TransmissionConnection
             else if (RunsInline(header))
             {
                 _statistics?.Inline();
-                var run = RequestExecutor.ExecuteAsync(request, _session, useAsync: false, _report);
-                if (run.IsCompleted)
+                try
                 {
-                    run.GetAwaiter().GetResult();
+                    var run = RequestExecutor.ExecuteAsync(request, _session, useAsync: false, _report, _files);
+                    if (run.IsCompleted)
+                    {
+                        run.GetAwaiter().GetResult();
+                    }
+                    else
+                    {
+                        await run.ConfigureAwait(false); // not expected: the sync path completes at once
+                    }
                 }
-                else
+                catch (Exception e)
                 {
-                    await run.ConfigureAwait(false); // not expected: the sync path completes at once
+                    AnswerUnexpected(request, e);
                 }
 
                 writer.Enqueue(request, hold: more);

@@ -32,6 +32,16 @@ internal sealed class TransmissionRequest : IThreadPoolWorkItem
     /// <summary>WRITE data received, or READ data to send.</summary>
     public SegmentedBuffer Data { get; } = new();
 
+    /// <summary>READ data to send from the image file after <see cref="Reply"/> (<see cref="FileRangeSender"/>): its descriptor, or -1.</summary>
+    public int FileDescriptor { get; set; } = -1;
+
+    public long FileOffset { get; set; }
+
+    public long FileLength { get; set; }
+
+    /// <summary>The first extent <see cref="Runs"/> came from: when it covers the whole READ, the data can go out straight from the file.</summary>
+    public Qed.Extents.Extent FirstExtent { get; set; }
+
     /// <summary>The reply: headers from the scratch memory and payload slices, written in order as one unit.</summary>
     public List<ReadOnlyMemory<byte>> Reply { get; } = new(4);
 
@@ -84,6 +94,7 @@ internal sealed class TransmissionRequest : IThreadPoolWorkItem
     public void ClearReply()
     {
         Reply.Clear();
+        FileDescriptor = -1;
         Data.Release();
         ReturnScratch();
     }
@@ -97,6 +108,7 @@ internal sealed class TransmissionRequest : IThreadPoolWorkItem
         DepthExtents.Clear();
         HeldBytes = 0;
         Header = default;
+        FirstExtent = default;
     }
 
     void IThreadPoolWorkItem.Execute() => Connection.ExecuteDispatched(this);
