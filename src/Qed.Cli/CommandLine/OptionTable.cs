@@ -137,25 +137,34 @@ internal sealed class OptionTable
     /// <summary>The column help text stays within.</summary>
     public const int HelpWidth = 100;
 
-    /// <summary>Joins <paramref name="words"/> with spaces into lines of at most <paramref name="width"/> characters (a longer word stays whole), each later line starting with <paramref name="indent"/>.</summary>
+    /// <summary>
+    /// Joins <paramref name="words"/> with spaces into lines that end by column <see cref="HelpWidth"/> (a longer word
+    /// stays whole): the first line has <paramref name="width"/> columns (what its prefix leaves), each later line
+    /// starts with <paramref name="indent"/> and has what that leaves.
+    /// </summary>
     public static string Wrap(IEnumerable<string> words, int width, string indent)
     {
         var result = new StringBuilder();
+        // Later lines count from the first line's start: the indent takes what exceeds the first line's prefix.
+        int continuationStart = Math.Max(0, indent.Length - (HelpWidth - width));
         int lineLength = 0;
+        bool lineEmpty = true;
         foreach (string word in words)
         {
-            if (lineLength > 0 && lineLength + 1 + word.Length > width)
+            if (!lineEmpty && lineLength + 1 + word.Length > width)
             {
                 result.Append('\n').Append(indent);
-                lineLength = 0;
+                lineLength = continuationStart;
+                lineEmpty = true;
             }
-            else if (lineLength > 0)
+            else if (!lineEmpty)
             {
                 result.Append(' ');
                 lineLength++;
             }
             result.Append(word);
             lineLength += word.Length;
+            lineEmpty = false;
         }
         return result.ToString();
     }

@@ -75,7 +75,15 @@ internal static class ServeCommand
     /// <summary>Runs the command.</summary>
     public static int Run(IReadOnlyList<string> args, CommandContext context)
     {
-        var parsed = Options.Parse(args);
+        ParsedArguments parsed;
+        try
+        {
+            parsed = Options.Parse(args);
+        }
+        catch (GetOptException e)
+        {
+            throw new UsageException(GetOptMessage(e));
+        }
         if (parsed.HelpRequested)
         {
             return HelpText.WriteCommand(context.Out, Options);
@@ -120,5 +128,24 @@ internal static class ServeCommand
             return ServeDaemon.RunParent(["serve", .. args], context);
         }
         return ServeRunner.Run(settings, context);
+    }
+
+    /// <summary>glibc getopt's words, which qemu-nbd prints (qemu-img and the other commands word these their own way).</summary>
+    private static string GetOptMessage(GetOptException e)
+    {
+        if (e.ShortOption is { } letter)
+        {
+            return e.Error == GetOptError.MissingArgument ? $"option requires an argument -- '{letter}'" : $"invalid option -- '{letter}'";
+        }
+        if (e.Error == GetOptError.MissingArgument)
+        {
+            return $"option '{e.Argument}' requires an argument";
+        }
+        int equals = e.Argument.IndexOf('=', StringComparison.Ordinal);
+        if (equals > 2 && Options.Options.Any(o => !o.TakesArgument && o.LongName == e.Argument[2..equals]))
+        {
+            return $"option '{e.Argument[..equals]}' doesn't allow an argument";
+        }
+        return $"unrecognized option '{e.Argument}'";
     }
 }

@@ -70,7 +70,9 @@ public partial class OptionTableTests : IDisposable
         {
             tried++;
             var result = QedCli.Run(command, $"-{letter}", a, b);
-            if (!result.StdErr.Contains($"unrecognized option '-{letter}'", StringComparison.Ordinal))
+            // serve words getopt's refusals as qemu-nbd does (glibc's "invalid option -- 'X'").
+            if (!result.StdErr.Contains($"unrecognized option '-{letter}'", StringComparison.Ordinal)
+                && !result.StdErr.Contains($"invalid option -- '{letter}'", StringComparison.Ordinal))
             {
                 acceptedLetters.Add(letter);
             }

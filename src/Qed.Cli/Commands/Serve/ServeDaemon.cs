@@ -89,14 +89,7 @@ internal static class ServeDaemon
         {
             // The parent is gone (killed while waiting): nobody to tell; the server goes on.
         }
-        if (keepStderr)
-        {
-            ServeNative.DetachStandardStreams(0, 1);
-        }
-        else
-        {
-            ServeNative.DetachStandardStreams(0, 1, 2);
-        }
+        ServeNative.DetachFromStarter(keepStderr);
     }
 
     /// <summary>How to start this program again: the native executable itself, or <c>dotnet Qed.Cli.dll</c> for a managed build.</summary>

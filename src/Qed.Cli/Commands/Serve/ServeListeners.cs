@@ -7,8 +7,9 @@ namespace Qed.Cli.Commands.Serve;
 /// <summary>The listening sockets of <c>qed serve</c>: one unix socket (<c>-k</c>) or one TCP socket (<c>-b</c>, <c>-p</c>).</summary>
 internal sealed class ServeListeners : IDisposable
 {
-    // Clients beyond -e wait in the backlog (as with qemu-nbd); a roomy backlog keeps them waiting rather than refused.
-    private const int Backlog = 128;
+    // Clients beyond -e wait in the backlog, as with qemu-nbd: the largest the kernel allows (it clamps this to
+    // net.core.somaxconn), so that hundreds of clients at once wait rather than being refused.
+    private const int Backlog = int.MaxValue;
 
     private ServeListeners(Socket socket, string address, string? unixPath)
     {
@@ -37,7 +38,9 @@ internal sealed class ServeListeners : IDisposable
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
-            socket.Bind(new UnixDomainSocketEndPoint(path));
+            // Bound by its full path when that fits sun_path, so that /proc/net/unix shows where (MayBeListening reads it).
+            string fullPath = Path.GetFullPath(path);
+            socket.Bind(new UnixDomainSocketEndPoint(System.Text.Encoding.UTF8.GetByteCount(fullPath) < 108 ? fullPath : path));
             socket.Listen(Backlog);
         }
         catch (SocketException e)
@@ -60,20 +63,46 @@ internal sealed class ServeListeners : IDisposable
     /// </summary>
     private static void RemoveStaleSocket(string path)
     {
-        if (!ServeNative.IsSocket(path))
+        if (ServeNative.IsSocket(path) && !MayBeListening(path))
         {
-            return;
+            FileCleanup.DeleteQuietly(path);
         }
-        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+    }
+
+    /// <summary>
+    /// True unless the kernel's list of unix sockets (<c>/proc/net/unix</c>) shows that no listening socket is bound
+    /// at this path. Connecting to find out would count as a client, and a server without <c>-t</c> exits when that
+    /// client leaves. The list holds paths as each server gave them: an absolute one must match; a relative one cannot
+    /// be resolved, so its file name alone counts (a false alarm only refuses the bind).
+    /// </summary>
+    private static bool MayBeListening(string path)
+    {
+        const int Listening = 0x10000; // __SO_ACCEPTCON
+        string fullPath = Path.GetFullPath(path);
+        string name = Path.GetFileName(fullPath);
         try
         {
-            probe.Connect(new UnixDomainSocketEndPoint(path));
-            return; // someone serves there: leave it, and the bind reports "Address already in use"
+            foreach (string line in File.ReadLines("/proc/net/unix").Skip(1))
+            {
+                string[] fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (fields.Length < 8
+                    || !int.TryParse(fields[3], NumberStyles.HexNumber, CultureInfo.InvariantCulture, out int flags)
+                    || (flags & Listening) == 0)
+                {
+                    continue;
+                }
+                string bound = string.Join(' ', fields[7..]);
+                if (Path.IsPathRooted(bound) ? bound == fullPath : Path.GetFileName(bound) == name)
+                {
+                    return true;
+                }
+            }
+            return false;
         }
-        catch (SocketException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
+            return true;
         }
-        FileCleanup.DeleteQuietly(path);
     }
 
     private static ServeListeners OpenTcp(string host, string portText)

@@ -57,27 +57,71 @@ internal static partial class ServeNative
         }
     }
 
-    /// <summary>Points the standard streams numbered in <paramref name="fds"/> at <c>/dev/null</c>, so a daemon holds no pipe or terminal of its starter.</summary>
-    public static void DetachStandardStreams(params ReadOnlySpan<int> fds)
+    /// <summary>
+    /// Lets go of the starter's standard streams: stdin and stdout (and stderr unless <paramref name="keepStderr"/>) are
+    /// pointed at <c>/dev/null</c>, and so is every other descriptor open on the same pipe, terminal or file (the
+    /// runtime's console streams are duplicates of 1 and 2). Otherwise a caller reading our output to its end, as
+    /// <c>$(qed serve --fork ...)</c> does, would wait for the server to exit.
+    /// </summary>
+    public static void DetachFromStarter(bool keepStderr)
     {
+        if (!OperatingSystem.IsLinux())
+        {
+            return;
+        }
         try
         {
+            string? stderr = Target(2);
+            var detach = new HashSet<string>(StringComparer.Ordinal);
+            foreach (int fd in keepStderr ? [0, 1] : (int[])[0, 1, 2])
+            {
+                if (Target(fd) is { } target)
+                {
+                    detach.Add(target);
+                }
+            }
+            if (keepStderr && stderr is not null)
+            {
+                detach.Remove(stderr);
+            }
+
             int devNull = Open("/dev/null", OpenReadWrite);
             if (devNull < 0)
             {
                 return;
             }
-            foreach (int fd in fds)
+            var open = new List<int>();
+            foreach (string entry in Directory.GetFileSystemEntries("/proc/self/fd"))
             {
-                Dup2(devNull, fd);
+                if (int.TryParse(Path.GetFileName(entry), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int fd))
+                {
+                    open.Add(fd);
+                }
             }
-            if (!fds.Contains(devNull))
+            foreach (int fd in open)
             {
-                Close(devNull);
+                if (fd != devNull && (fd <= 1 || (fd == 2 && !keepStderr) || (Target(fd) is { } target && detach.Contains(target))))
+                {
+                    Dup2(devNull, fd);
+                }
             }
+            Close(devNull);
         }
-        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or EntryPointNotFoundException or DllNotFoundException)
         {
+        }
+    }
+
+    /// <summary>What descriptor <paramref name="fd"/> refers to (<c>pipe:[123]</c>, <c>/dev/pts/0</c>), or null.</summary>
+    private static string? Target(int fd)
+    {
+        try
+        {
+            return new FileInfo($"/proc/self/fd/{fd}").LinkTarget;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
         }
     }
 

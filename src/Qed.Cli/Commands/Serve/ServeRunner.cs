@@ -10,11 +10,21 @@ namespace Qed.Cli.Commands.Serve;
 /// </summary>
 internal static class ServeRunner
 {
+    private const string InlineCompletions = "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS";
+
     /// <summary>Serves as <paramref name="settings"/> say and returns the exit status.</summary>
     /// <exception cref="CliException">Credentials, listener, image or pid file could not be set up; nothing was served.</exception>
     public static int Run(ServeSettings settings, CommandContext context)
     {
         ServeDaemon.DetachIfChild();
+        // Socket continuations then run on the runtime's epoll threads instead of hopping to the thread pool: small
+        // cached requests are answered without a thread switch (measured: 4 KiB reads at depth 16 about twice the
+        // IOPS). The runtime reads the variable once, when its socket engine starts, so this comes before any socket;
+        // a value the user set is kept.
+        if (Environment.GetEnvironmentVariable(InlineCompletions) is null)
+        {
+            Environment.SetEnvironmentVariable(InlineCompletions, "1");
+        }
         using var signals = new ShutdownSignals();
         var credentials = LoadCredentials(settings.TlsCredentialsDirectory);
         using var listeners = ServeListeners.Open(settings);

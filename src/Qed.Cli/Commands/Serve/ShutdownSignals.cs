@@ -7,6 +7,10 @@ namespace Qed.Cli.Commands.Serve;
 /// <see cref="Stopping"/> is cancelled. A second signal while shutting down gets the default action, so an operator can
 /// still end a shutdown that waits on a stuck client.
 /// </summary>
+/// <remarks>
+/// A signal the process inherited ignored stays ignored: the runtime keeps that disposition, so a server started as a
+/// background job of a non-interactive shell (which ignores SIGINT there) stops on SIGTERM only. qemu-nbd overrides it.
+/// </remarks>
 internal sealed class ShutdownSignals : IDisposable
 {
     private readonly CancellationTokenSource _stop = new();
