@@ -58,6 +58,12 @@ internal static class ServeCommand
         "the cache mode (accepted for compatibility; qed uses the page cache)", mode => $"Invalid cache mode `{mode}'", checkLater: false);
 
     private static readonly CliFlag s_noCache = new('n', "nocache", "short for --cache=none (accepted for compatibility)");
+    private static readonly CliOption<int> s_handshakeLimit = new('\0', "handshake-limit", "SECONDS",
+        "drop clients that have not finished the handshake within SECONDS (default 10; 0: no limit)", v => Seconds(v, "handshake limit"));
+
+    private static readonly CliOption<int> s_idleTimeout = new('\0', "idle-timeout", "SECONDS",
+        "drop clients silent for SECONDS with no request in flight (default 0: never)", v => Seconds(v, "idle timeout"));
+
     private static readonly CliFlag s_verbose = new('v', "verbose", "report clients dropped and failures on stderr");
 
     /// <summary>The options of <c>qed serve</c>.</summary>
@@ -69,8 +75,8 @@ internal static class ServeCommand
         finish the requests in flight, flush and close the image, and exit 0.
         """,
         CommonOptions.Help, s_version, CommonOptions.Format, s_readOnly, s_exportName, s_description, s_socket, s_port, s_bind,
-        s_persistent, s_shared, s_discard, s_allocationDepth, s_pidFile, s_fork, s_tlsCreds, s_cache, s_noCache, s_verbose,
-        CommonOptions.L2CacheSize);
+        s_persistent, s_shared, s_discard, s_allocationDepth, s_pidFile, s_fork, s_tlsCreds, s_cache, s_noCache, s_handshakeLimit,
+        s_idleTimeout, s_verbose, CommonOptions.L2CacheSize);
 
     /// <summary>Runs the command.</summary>
     public static int Run(IReadOnlyList<string> args, CommandContext context)
@@ -121,6 +127,8 @@ internal static class ServeCommand
             TlsCredentialsDirectory = parsed.Get(s_tlsCreds),
             L2CacheSize = parsed.GetValue(CommonOptions.L2CacheSize),
             Verbose = parsed.Has(s_verbose),
+            HandshakeLimitSeconds = parsed.Get(s_handshakeLimit, 10),
+            IdleTimeoutSeconds = parsed.Get(s_idleTimeout, 0),
         };
 
         if (settings.Fork && !ServeDaemon.IsChild)
@@ -129,6 +137,10 @@ internal static class ServeCommand
         }
         return ServeRunner.Run(settings, context);
     }
+
+    // Whole seconds up to a day: enough for any client, small enough for TimeSpan and timers.
+    private static int Seconds(string value, string what) =>
+        CNumber.TryParseSigned(value, 0, 86400, out long seconds) ? (int)seconds : throw new CliException($"Invalid {what} '{value}'");
 
     /// <summary>glibc getopt's words, which qemu-nbd prints (qemu-img and the other commands word these their own way).</summary>
     private static string GetOptMessage(GetOptException e)

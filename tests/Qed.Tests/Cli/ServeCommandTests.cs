@@ -81,6 +81,8 @@ public sealed class ServeCommandTests : IDisposable
     [InlineData("qed: -p and -b cannot be used with -k (a unix socket has no port or address)", "-b", "127.0.0.1", "-k", "@/s.sock", "@/disk.qed")]
     [InlineData("qed: Could not open '@/disk.qed': Unknown driver 'vmdk': this library reads QED and raw images", "-f", "vmdk", "-k", "@/s.sock", "@/disk.qed")]
     [InlineData("qed: TLS credentials directory '@/none' does not exist", "--tls-creds=@/none", "-k", "@/s.sock", "@/disk.qed")]
+    [InlineData("qed: Invalid handshake limit 'x'", "--handshake-limit=x", "-k", "@/s.sock", "@/disk.qed")]
+    [InlineData("qed: Invalid idle timeout '-1'", "--idle-timeout=-1", "-k", "@/s.sock", "@/disk.qed")]
     public void Lines_qemu_nbd_misreads_or_words_its_own_way_are_refused(string expected, params string[] template)
     {
         var ours = RunRefused(Expand(template));

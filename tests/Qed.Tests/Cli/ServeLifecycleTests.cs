@@ -189,6 +189,37 @@ public sealed partial class ServeLifecycleTests : IDisposable
     }
 
     /// <summary>Exited cleanly: no socket, no pid file, qemu-img check clean, the need-check bit clear.</summary>
+    [Fact]
+    public async Task Handshake_limit_and_idle_timeout_drop_silent_clients()
+    {
+        using var server = ServeProcess.Start(_dir.Path, "-t", "-e", "4", "--handshake-limit=1", "--idle-timeout=1", "-k", SocketPath, _image);
+
+        // A client that reads the greeting and says nothing more is dropped after the handshake limit.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using (var silent = ServeProcess.ConnectUnix(SocketPath))
+        {
+            ReadUntilClosed(silent);
+        }
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(0.8), TimeSpan.FromSeconds(4.5));
+
+        // A negotiated client with nothing in flight is dropped after the idle timeout; one that keeps asking is not.
+        await using var idle = await Qed.Nbd.Client.NbdClient.ConnectAsync($"nbd+unix:///?socket={SocketPath}", CancellationToken.None);
+        await using var busy = await Qed.Nbd.Client.NbdClient.ConnectAsync($"nbd+unix:///?socket={SocketPath}", CancellationToken.None);
+        var buffer = new byte[512];
+        for (int i = 0; i < 10; i++)
+        {
+            await busy.ReadAsync(buffer, 0);
+            await Task.Delay(250);
+        }
+
+        await Assert.ThrowsAnyAsync<Exception>(async () => await idle.ReadAsync(buffer, 0));
+        await busy.ReadAsync(buffer, 0);
+
+        server.Signal(ServeProcess.SigTerm);
+        Assert.Equal(0, server.WaitForExit(ExitTimeout));
+        AssertClosedCleanly(server.PidFile);
+    }
+
     private void AssertClosedCleanly(string? pidFile)
     {
         Assert.False(File.Exists(SocketPath), "the unix socket was left behind");

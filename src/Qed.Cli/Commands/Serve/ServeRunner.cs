@@ -59,6 +59,8 @@ internal static class ServeRunner
         {
             MaxConnections = settings.Shared == 0 ? int.MaxValue : settings.Shared,
             Persistent = settings.Persistent,
+            HandshakeTimeout = Seconds(settings.HandshakeLimitSeconds),
+            IdleTimeout = Seconds(settings.IdleTimeoutSeconds),
             Diagnostics = settings.Verbose ? Report : null,
         };
         options = credentials?.ApplyTo(options) ?? options;
@@ -103,4 +105,6 @@ internal static class ServeRunner
             throw new CliException(Program.Describe(e), e);
         }
     }
+
+    private static TimeSpan Seconds(int seconds) => seconds == 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds);
 }

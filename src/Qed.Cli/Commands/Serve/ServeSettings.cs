@@ -61,4 +61,10 @@ internal sealed record ServeSettings
 
     /// <summary>Report dropped clients and failures on stderr (<c>-v</c>).</summary>
     public bool Verbose { get; init; }
+
+    /// <summary>Seconds a client has to finish the handshake (<c>--handshake-limit</c>, qemu-nbd 9.1's option; 0: no limit).</summary>
+    public int HandshakeLimitSeconds { get; init; } = 10;
+
+    /// <summary>Seconds a client may stay silent with nothing in flight before it is dropped (<c>--idle-timeout</c>; 0: never, the default).</summary>
+    public int IdleTimeoutSeconds { get; init; }
 }
