@@ -19,6 +19,7 @@ public static class Program
         (ConvertCommand.Options, ConvertCommand.Run),
         (IoCommand.Options, IoCommand.Run),
         (BenchCommand.Options, BenchCommand.Run),
+        (MapCommand.Options, MapCommand.Run),
         (ServeCommand.Options, ServeCommand.Run),
     ];
 
