@@ -6,7 +6,7 @@ namespace Qed.Tests.Cli;
 /// <summary>
 /// <c>qed map</c> against <c>qemu-img map</c> run at test time on the same images: human output and JSON byte for byte
 /// (QED over raw backing files, a backing file in another directory, raw files with holes, start offsets and lengths,
-/// unaligned ranges, ranges past the end), the same refusals, and the image on which qemu-img 7.2 aborts.
+/// unaligned ranges, ranges past the end, an NBD export), the same refusals, and the image on which qemu-img 7.2 aborts.
 /// </summary>
 public sealed class MapCommandTests : IDisposable
 {
@@ -68,6 +68,26 @@ public sealed class MapCommandTests : IDisposable
             }
         }
         Assert.Equal(4 * s_ranges.Length * 2, compared);
+    }
+
+    [Fact]
+    public async Task Output_equals_qemu_img_map_over_nbd()
+    {
+        string baseRaw = _dir.File("b.raw");
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "raw", baseRaw, "4M");
+        Tools.QemuIo(_dir.Path, "raw", baseRaw, "write -P 1 0 1M");
+        string overlay = _dir.File("o.qed");
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "qed", "-b", "b.raw", "-F", "raw", overlay, "8M");
+        Tools.QemuIo(_dir.Path, "qed", overlay, "write -P 2 2M 64k", "write -z 3M 1M");
+
+        await using var server = Qed.Tests.Nbd.NbdTestServer.Start(_dir.Path, overlay, readOnly: true);
+        foreach (string output in new[] { "human", "json" })
+        {
+            string[] args = ["map", $"--output={output}", server.Uri()];
+            var qemu = Tools.QemuImg(_dir.Path, args);
+            var ours = QedCli.Ok(args);
+            Assert.True(qemu.StdOut == ours.StdOut, $"qed {string.Join(' ', args)}:\nqemu-img:\n{qemu.StdOut}\nqed:\n{ours.StdOut}");
+        }
     }
 
     [Theory]
