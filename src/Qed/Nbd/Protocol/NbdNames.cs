@@ -45,9 +45,13 @@ internal static class NbdNames
         _ => $"command {command}",
     };
 
-    /// <summary>The name of an option reply error for messages (<c>ERR_UNKNOWN</c>).</summary>
+    /// <summary>The name of an option reply type for messages (<c>ACK</c>, <c>ERR_UNKNOWN</c>).</summary>
     public static string OptionReply(uint replyType) => replyType switch
     {
+        NbdOptionReply.Ack => "ACK",
+        NbdOptionReply.Server => "SERVER",
+        NbdOptionReply.Info => "INFO",
+        NbdOptionReply.MetaContext => "META_CONTEXT",
         NbdOptionReply.ErrUnsup => "ERR_UNSUP",
         NbdOptionReply.ErrPolicy => "ERR_POLICY",
         NbdOptionReply.ErrInvalid => "ERR_INVALID",

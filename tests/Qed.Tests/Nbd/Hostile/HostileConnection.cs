@@ -391,39 +391,11 @@ internal sealed class HostileConnection : IDisposable
         }
     }
 
-    /// <summary>The errno name of an NBD error value.</summary>
-    public static string ErrorName(uint error) => error switch
-    {
-        NbdError.None => "ok",
-        NbdError.Perm => "EPERM",
-        NbdError.Io => "EIO",
-        NbdError.NoMem => "ENOMEM",
-        NbdError.Inval => "EINVAL",
-        NbdError.NoSpc => "ENOSPC",
-        NbdError.Overflow => "EOVERFLOW",
-        NbdError.NotSup => "ENOTSUP",
-        NbdError.Shutdown => "ESHUTDOWN",
-        _ => $"errno {error}",
-    };
+    /// <summary>The errno name of an NBD error value, "ok" for success.</summary>
+    public static string ErrorName(uint error) => error == NbdError.None ? "ok" : NbdNames.Name(error);
 
     /// <summary>The name of an option reply type.</summary>
-    public static string OptionReplyName(uint type) => type switch
-    {
-        NbdOptionReply.Ack => "ACK",
-        NbdOptionReply.Server => "SERVER",
-        NbdOptionReply.Info => "INFO",
-        NbdOptionReply.MetaContext => "META_CONTEXT",
-        NbdOptionReply.ErrUnsup => "ERR_UNSUP",
-        NbdOptionReply.ErrPolicy => "ERR_POLICY",
-        NbdOptionReply.ErrInvalid => "ERR_INVALID",
-        NbdOptionReply.ErrPlatform => "ERR_PLATFORM",
-        NbdOptionReply.ErrTlsReqd => "ERR_TLS_REQD",
-        NbdOptionReply.ErrUnknown => "ERR_UNKNOWN",
-        NbdOptionReply.ErrShutdown => "ERR_SHUTDOWN",
-        NbdOptionReply.ErrBlockSizeReqd => "ERR_BLOCK_SIZE_REQD",
-        NbdOptionReply.ErrTooBig => "ERR_TOO_BIG",
-        _ => $"0x{type:x8}",
-    };
+    public static string OptionReplyName(uint type) => NbdNames.OptionReply(type);
 
     public void Dispose() => socket.Dispose();
 }
