@@ -62,6 +62,7 @@ internal sealed class QedFormat : ImageFormat
             Format = Name,
             VirtualSize = image.Size,
             ClusterSize = image.Geometry.ClusterSize,
+            L2TableSpan = image.Geometry.L2Span,
             NeedsCheck = image.Header.NeedsCheck,
             BackingFileName = image.BackingFileName,
             BackingFilePath = image.BackingFilePath,
