@@ -12,9 +12,6 @@ public sealed record ImageDescription
     /// <summary>Cluster size in bytes, for formats that have clusters.</summary>
     public int? ClusterSize { get; init; }
 
-    /// <summary>Guest bytes one second-level table maps (QED's L2 tables), for formats with two-level tables; <c>qed map --output=svg</c> marks their boundaries.</summary>
-    internal long? L2TableSpan { get; init; }
-
     /// <summary>True when the image's own "not closed cleanly" mark is set on disk (QED's need-check bit).</summary>
     public bool NeedsCheck { get; init; }
 

@@ -102,6 +102,9 @@ public abstract class ImageFormat
     /// <summary>Warnings about images made with <paramref name="options"/> that QEMU could not open (the image is valid).</summary>
     public virtual IReadOnlyList<string> CompatibilityWarnings(ImageCreateOptions options) => [];
 
+    /// <summary>Guest bytes one second-level table of <paramref name="device"/> maps (QED's L2 tables), or null for formats without two-level tables.</summary>
+    internal virtual long? GetL2TableSpan(BlockDevice device) => null;
+
     /// <summary>Counters of the table cache of <paramref name="device"/>, or null when the format has none.</summary>
     public virtual L2CacheStatistics? GetCacheStatistics(BlockDevice device) => null;
 

@@ -41,7 +41,9 @@ internal static class SvgMap
     /// <summary>Writes the picture of <c>[start, end)</c> of <paramref name="device"/>, named <paramref name="displayName"/>.</summary>
     public static void Write(TextWriter output, BlockDevice device, string displayName, long start, long end)
     {
-        var description = ImageFormats.Find(device.FormatName)?.Describe(device);
+        var format = ImageFormats.Find(device.FormatName);
+        var description = format?.Describe(device);
+        long? l2Span = format?.GetL2TableSpan(device);
         long unit = description?.ClusterSize ?? RawGranule;
         var grid = new CellGrid(start, end, unit);
         var totals = new SortedDictionary<CellKind, long>();
@@ -67,7 +69,7 @@ internal static class SvgMap
         int rows = (grid.Count + columns - 1) / columns;
         int gridTop = Margin + TitleHeight;
         int gridHeight = rows * cellPx;
-        var boundaries = Boundaries(description?.L2TableSpan, grid, out long boundaryStride);
+        var boundaries = Boundaries(l2Span, grid, out long boundaryStride);
         int legendTop = gridTop + gridHeight + 28;
         int legendLines = totals.Count + 1 + (boundaries.Count > 0 ? 1 : 0);
         int width = Math.Max(columns * cellPx + 2 * Margin, 720);
@@ -148,7 +150,7 @@ internal static class SvgMap
             }
             xml.WriteEndElement();
 
-            WriteLegend(xml, ns, legendTop, totals, layers, end - start, boundaries.Count > 0 ? boundaryStride : 0, description?.L2TableSpan);
+            WriteLegend(xml, ns, legendTop, totals, layers, end - start, boundaries.Count > 0 ? boundaryStride : 0, l2Span);
             xml.WriteEndElement();
         }
         output.Write('\n');

@@ -62,13 +62,15 @@ internal sealed class QedFormat : ImageFormat
             Format = Name,
             VirtualSize = image.Size,
             ClusterSize = image.Geometry.ClusterSize,
-            L2TableSpan = image.Geometry.L2Span,
             NeedsCheck = image.Header.NeedsCheck,
             BackingFileName = image.BackingFileName,
             BackingFilePath = image.BackingFilePath,
             BackingFormat = image.BackingFormat,
         };
     }
+
+    /// <inheritdoc />
+    internal override long? GetL2TableSpan(BlockDevice device) => Image(device).Geometry.L2Span;
 
     /// <inheritdoc />
     public override L2CacheStatistics? GetCacheStatistics(BlockDevice device) => Image(device).CacheStatistics;
