@@ -106,10 +106,10 @@ internal static class MeasureCommand
         }
     }
 
-    /// <summary>A raw image takes its virtual size, rounded up to whole sectors, whether written or not (qemu-img's answer).</summary>
-    private static (long Required, long FullyAllocated) RawMeasure(long size)
+    /// <summary>A raw image takes its virtual size, rounded up to whole sectors, whether written or not (qemu-img's answer, 2^63 for the largest size).</summary>
+    private static (UInt128 Required, UInt128 FullyAllocated) RawMeasure(long size)
     {
-        long rounded = (size + 511) & ~511L;
+        UInt128 rounded = ((UInt128)size + 511) & ~(UInt128)511;
         return (rounded, rounded);
     }
 
@@ -145,7 +145,8 @@ internal static class MeasureCommand
         var options = new ImageCreateOptions { Size = size, BackingFile = backingFile, BackingFormat = backingFormat, Settings = settings };
         try
         {
-            format.Validate(options);
+            // Any size is a raw disk (qemu-img measures 2^63 - 1 bytes as 2^63); QED checks the size against its geometry.
+            format.Validate(format == ImageFormats.Raw ? options with { Size = 0 } : options);
         }
         catch (QedException e)
         {

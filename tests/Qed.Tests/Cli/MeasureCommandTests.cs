@@ -50,7 +50,7 @@ public sealed class MeasureCommandTests : IDisposable
     {
         int compared = 0;
         var cases = new List<string[]>();
-        foreach (string size in new[] { "0", "1", "1000", "1G", "1.5M", "1E" })
+        foreach (string size in new[] { "0", "1", "1000", "1G", "1.5M", "1E", "9223372036854775807" })
         {
             cases.Add(["--size", size]);
         }
@@ -73,7 +73,7 @@ public sealed class MeasureCommandTests : IDisposable
                 }
             }
         }
-        Assert.Equal((6 + 5 * 2) * 2 * 2, compared);
+        Assert.Equal((7 + 5 * 2) * 2 * 2, compared);
     }
 
     [Fact]

@@ -27,7 +27,8 @@ internal static class QedMeasurer
     private const int PieceSize = 1 << 20;
 
     /// <summary>Measures an image made with <paramref name="options"/> (already validated) holding a copy of <paramref name="source"/>'s disk, or blank when null.</summary>
-    public static (long Required, long FullyAllocated) Measure(ImageCreateOptions options, BlockDevice? source)
+    /// <remarks>The fully allocated size of the largest images passes 2^63 (a 2^63-byte disk plus its tables), hence the wide type.</remarks>
+    public static (UInt128 Required, UInt128 FullyAllocated) Measure(ImageCreateOptions options, BlockDevice? source)
     {
         var geometry = new QedGeometry(
             (int)options.Settings.GetValueOrDefault(QedFormat.ClusterSizeName, QedGeometry.DefaultClusterSize),
@@ -35,13 +36,13 @@ internal static class QedMeasurer
         long size = (options.Size + 511) & ~511L;
         long empty = (long)geometry.ClusterSize + geometry.TableBytes;
         long tables = size == 0 ? 0 : (size - 1) / geometry.L2Span + 1;
-        long fullyAllocated = empty + tables * geometry.TableBytes + geometry.ClustersFor(size) * geometry.ClusterSize;
+        UInt128 fullyAllocated = (UInt128)empty + (UInt128)tables * (ulong)geometry.TableBytes + (UInt128)geometry.ClustersFor(size) * (ulong)geometry.ClusterSize;
         if (source is null)
         {
-            return (empty, fullyAllocated);
+            return ((UInt128)empty, fullyAllocated);
         }
         var (clusters, l2Tables) = CountWrittenClusters(source, geometry);
-        return (empty + l2Tables * geometry.TableBytes + clusters * geometry.ClusterSize, fullyAllocated);
+        return ((UInt128)empty + (UInt128)l2Tables * (ulong)geometry.TableBytes + (UInt128)clusters * (ulong)geometry.ClusterSize, fullyAllocated);
     }
 
     /// <summary>The output clusters holding a non-zero byte of <paramref name="source"/>'s disk, and the L2 tables that map them.</summary>
