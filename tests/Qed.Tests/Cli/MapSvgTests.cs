@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Xml.Linq;
+using Qed.Cli.Commands.Map;
+using Qed.IO;
 using Qed.Tests.Infrastructure;
 
 namespace Qed.Tests.Cli;
@@ -148,6 +150,63 @@ public sealed class MapSvgTests : IDisposable
         Assert.Equal($"qed map: {shown}", svg.Root!.Element(s_svg + "title")!.Value);
         Assert.Contains(svg.Descendants(s_svg + "text"), t => t.Value == $"qed map: {shown}");
         Assert.Contains(svg.Descendants(s_svg + "text"), t => t.Value.Contains($"({shown})", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Cell_kinds_follow_the_rule_for_random_extents()
+    {
+        // CellGrid against a direct count per cell: random ranges, granules and extents (aligned or not), scaled or not.
+        int seed = TestSeed.For(nameof(Cell_kinds_follow_the_rule_for_random_extents));
+        var random = new Random(seed);
+        var kinds = new[] { CellKind.Of(BlockState.Data, 0), CellKind.Of(BlockState.Data, 1), CellKind.Of(BlockState.Zero, 0), CellKind.Of(BlockState.Zero, 2), CellKind.Unallocated };
+        const int Cases = 200;
+        int run = 0;
+        for (int i = 0; i < Cases; i++)
+        {
+            long unit = 512L << random.Next(0, 5);
+            long start = random.Next(0, 3) == 0 ? 0 : random.NextInt64(0, 100 * unit);
+            long length = random.Next(0, 4) == 0 ? random.NextInt64(CellGrid.MaxCells * unit, 4L * CellGrid.MaxCells * unit) : random.NextInt64(1, 300 * unit);
+            long end = start + length;
+            var extents = new List<(long Offset, long Length, CellKind Kind)>();
+            for (long offset = start; offset < end;)
+            {
+                long piece = Math.Min(end - offset, random.Next(0, 2) == 0 ? random.NextInt64(1, 3 * unit) : unit * random.NextInt64(1, 50000));
+                extents.Add((offset, piece, kinds[random.Next(kinds.Length)]));
+                offset += piece;
+            }
+
+            var grid = new CellGrid(start, end, unit);
+            foreach (var (offset, pieceLength, kind) in extents)
+            {
+                grid.Add(offset, pieceLength, kind);
+            }
+            grid.Complete();
+
+            Assert.True(grid.Count <= CellGrid.MaxCells);
+            Assert.True(grid.CellBytes == unit || (end - 1) / (grid.CellBytes / 2) - start / (grid.CellBytes / 2) + 1 > CellGrid.MaxCells);
+            int next = 0;
+            for (int cell = 0; cell < grid.Count; cell++)
+            {
+                long cellStart = grid.CellStart(cell);
+                long cellEnd = grid.CellEnd(cell);
+                Assert.Equal(cell == 0 ? start : grid.CellEnd(cell - 1), cellStart);
+                var bytes = new Dictionary<CellKind, long>();
+                while (next < extents.Count && extents[next].Offset + extents[next].Length <= cellStart)
+                {
+                    next++;
+                }
+                for (int e = next; e < extents.Count && extents[e].Offset < cellEnd; e++)
+                {
+                    var extent = extents[e];
+                    bytes[extent.Kind] = bytes.GetValueOrDefault(extent.Kind) + Math.Min(cellEnd, extent.Offset + extent.Length) - Math.Max(cellStart, extent.Offset);
+                }
+                var want = bytes.OrderBy(p => p.Key.State).ThenByDescending(p => p.Value).ThenBy(p => p.Key.Depth).First().Key;
+                Assert.True(want == grid[cell], $"seed {seed}, case {i}, cell {cell}: {grid[cell]} drawn, {want} expected");
+            }
+            Assert.Equal(end, grid.CellEnd(grid.Count - 1));
+            run++;
+        }
+        Assert.Equal(Cases, run);
     }
 
     [Fact]
