@@ -159,7 +159,7 @@ public sealed class MapSvgTests : IDisposable
         int seed = TestSeed.For(nameof(Cell_kinds_follow_the_rule_for_random_extents));
         var random = new Random(seed);
         var kinds = new[] { CellKind.Of(BlockState.Data, 0), CellKind.Of(BlockState.Data, 1), CellKind.Of(BlockState.Zero, 0), CellKind.Of(BlockState.Zero, 2), CellKind.Unallocated };
-        const int Cases = 200;
+        const int Cases = 100;
         int run = 0;
         for (int i = 0; i < Cases; i++)
         {
@@ -207,6 +207,26 @@ public sealed class MapSvgTests : IDisposable
             run++;
         }
         Assert.Equal(Cases, run);
+    }
+
+    [Fact]
+    public void An_image_in_use_is_refused_as_qemu_img_refuses_it_and_drawn_with_U()
+    {
+        string image = _dir.File("busy.qed");
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "qed", image, "4M");
+        Tools.QemuIo(_dir.Path, "qed", image, "write -P 1 0 128k");
+        using var holder = Qed.Tests.Locking.BackgroundProcess.Start(_dir.Path, "qemu-io", "-c", "sleep 60000", image);
+        Qed.Tests.Locking.LockTable.WaitForHolder(image, holder);
+
+        var qemu = Tools.QemuImgRaw(_dir.Path, "map", "--output=json", image);
+        var ours = QedCli.Run("map", "--output=svg", image);
+        Assert.Equal((1, 1), (qemu.ExitCode, ours.ExitCode));
+        Assert.Equal(QedCli.AsQed(QedCli.Lines(qemu.StdErr)[0]), QedCli.Lines(ours.StdErr)[0]);
+        Assert.Equal("", ours.StdOut);
+
+        string[] args = ["map", "-U", image];
+        var svg = Svg(args);
+        Assert.Equal(Merge(QemuRuns(args)), Merge(Cells(svg, Grid.Of(svg))));
     }
 
     [Fact]

@@ -93,6 +93,29 @@ public sealed class MeasureCommandTests : IDisposable
     }
 
     [Fact]
+    public void An_image_in_use_is_refused_as_qemu_img_refuses_it_and_measured_with_U()
+    {
+        string image = _dir.File("busy.qed");
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "qed", image, "4M");
+        Tools.QemuIo(_dir.Path, "qed", image, "write -P 1 0 128k");
+        using var holder = Qed.Tests.Locking.BackgroundProcess.Start(_dir.Path, "qemu-io", "-c", "sleep 60000", image);
+        Qed.Tests.Locking.LockTable.WaitForHolder(image, holder);
+
+        string[] args = ["measure", "-O", "raw", image];
+        var qemu = Tools.QemuImgRaw(_dir.Path, args);
+        var ours = QedCli.Run(args);
+        Assert.Equal((1, 1), (qemu.ExitCode, ours.ExitCode));
+        Assert.Equal(QedCli.AsQed(QedCli.Lines(qemu.StdErr)[0]), QedCli.Lines(ours.StdErr)[0]);
+
+        string[] shared = ["measure", "-U", "-O", "raw", image];
+        Assert.Equal(Tools.QemuImg(_dir.Path, shared).StdOut, QedCli.Ok(shared).StdOut);
+        var (required, _) = Measure(["-U", "-O", "qed", image]);
+        string copy = _dir.File("busy-copy.qed");
+        QedCli.Ok("convert", "-U", "-O", "qed", image, copy);
+        Assert.Equal(new FileInfo(copy).Length, required);
+    }
+
+    [Fact]
     public void Json_layout_is_qemu_img_s_for_a_qcow2_target_too()
     {
         // qemu-img writes the keys in this order for every format it measures; qcow2's figures differ from raw's.
