@@ -2,6 +2,7 @@ using System.Globalization;
 using Qed.Cli.CommandLine;
 using Qed.Cli.Commands.Measure;
 using Qed.Formats;
+using Qed.IO;
 
 namespace Qed.Cli.Commands;
 
@@ -80,7 +81,7 @@ internal static class MeasureCommand
             throw new CliException("Either --size N or one filename must be specified.");
         }
 
-        Qed.IO.BlockDevice? source = null;
+        BlockDevice? source = null;
         try
         {
             if (fileName is not null)

@@ -230,6 +230,21 @@ public sealed class MapSvgTests : IDisposable
     }
 
     [Fact]
+    public void A_corrupt_table_gives_one_line_and_no_half_picture()
+    {
+        string image = _dir.File("bad.qed");
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "qed", image, "4M");
+        Tools.QemuIo(_dir.Path, "qed", image, "write -P 1 0 64k");
+        Tools.PokeU64(image, 65536, 1UL << 40); // L1 entry 0 far past the end of the file
+
+        var ours = QedCli.Run("map", "--output=svg", image);
+        Assert.Equal(1, ours.ExitCode);
+        Assert.Equal("", ours.StdOut);
+        Assert.Single(QedCli.Lines(ours.StdErr));
+        Assert.Contains("L1 entry 0", ours.StdErr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Refusals_are_map_s()
     {
         var ours = QedCli.Run("map", "--output=png", _dir.File("missing.qed"));

@@ -116,6 +116,23 @@ public sealed class MeasureCommandTests : IDisposable
     }
 
     [Fact]
+    public void A_corrupt_table_is_one_line_for_a_qed_target_and_unread_for_a_raw_one()
+    {
+        string image = _dir.File("bad.qed");
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "qed", image, "4M");
+        Tools.QemuIo(_dir.Path, "qed", image, "write -P 1 0 64k");
+        Tools.PokeU64(image, 65536, 1UL << 40); // L1 entry 0 (the L1 table is cluster 1) far past the end of the file
+
+        // A raw target needs only the size, as in qemu-img, which does not read the tables either.
+        Assert.Equal(Tools.QemuImg(_dir.Path, "measure", image).StdOut, QedCli.Ok("measure", image).StdOut);
+        var ours = QedCli.Run("measure", "-O", "qed", image);
+        Assert.Equal(1, ours.ExitCode);
+        Assert.Equal("", ours.StdOut);
+        Assert.Single(QedCli.Lines(ours.StdErr));
+        Assert.Contains("L1 entry 0", ours.StdErr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Json_layout_is_qemu_img_s_for_a_qcow2_target_too()
     {
         // qemu-img writes the keys in this order for every format it measures; qcow2's figures differ from raw's.
