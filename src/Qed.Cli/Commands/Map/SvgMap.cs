@@ -164,7 +164,7 @@ internal static class SvgMap
         string what = description?.ClusterSize is null ? "block" : "cluster";
         string scale = grid.UnitsPerCell == 1
             ? $"one cell = one {what} ({grid.CellBytes} bytes)"
-            : Invariant($"one cell = {grid.UnitsPerCell} {what}s ({grid.CellBytes} bytes), as the range has more than {CellGrid.MaxCells} {what}s; a cell shows data if any of it holds data, else zeros if any reads as zeros");
+            : Invariant($"one cell = {grid.UnitsPerCell} {what}s ({grid.CellBytes} bytes): data if any of it holds data, else zeros if any reads as zeros");
         string range = start == 0 && end == size ? "the whole disk" : Invariant($"bytes {start} to {end}");
         string[] lines =
         [
