@@ -230,6 +230,18 @@ public sealed partial class CompareCommandTests : IDisposable
         Assert.Equal("", QedCli.Run("compare", "-p", "-q", a, c).StdOut);
     }
 
+    [Fact]
+    public void Progress_moves_inside_one_long_data_extent()
+    {
+        // 64 MiB of data in one extent on each side: progress is reported per 2 MiB read, not only at the extent's end.
+        string a = Qed("a.qed", "64M", "write -P 1 0 64M");
+        string b = Qed("b.qed", "64M", "write -P 1 0 64M");
+        var ours = QedCli.Run("compare", "-p", a, b);
+        Assert.Equal(0, ours.ExitCode);
+        int lines = ProgressLine().Matches(ours.StdOut).Count;
+        Assert.True(lines >= 10, $"{lines} progress lines: {ours.StdOut}");
+    }
+
     private static string WithoutProgress(string output) => ProgressLine().Replace(output, "").Replace("\n\n", "\n", StringComparison.Ordinal).TrimStart('\n');
 
     [Fact]

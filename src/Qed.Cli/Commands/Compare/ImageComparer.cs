@@ -56,6 +56,8 @@ internal sealed class ImageComparer
     private readonly string _secondName;
     private readonly long _firstSize;
     private readonly long _secondSize;
+    private Action<long, long>? _progress;
+    private long _total;
 
     /// <summary>Prepares a comparison of <paramref name="first"/> and <paramref name="second"/>, named in messages as given.</summary>
     /// <param name="first">The first image (its chain included).</param>
@@ -90,6 +92,8 @@ internal sealed class ImageComparer
         }
         long common = Math.Min(_firstSize, _secondSize);
         long total = Math.Max(_firstSize, _secondSize);
+        _progress = progress;
+        _total = total;
         byte[] firstBuffer = ArrayPool<byte>.Shared.Rent(BufferSize);
         byte[] secondBuffer = ArrayPool<byte>.Shared.Rent(BufferSize);
         try
@@ -179,6 +183,7 @@ internal sealed class ImageComparer
             {
                 return offset + same;
             }
+            Advanced(offset + length);
         }
         return -1;
     }
@@ -194,9 +199,13 @@ internal sealed class ImageComparer
             {
                 return offset + index;
             }
+            Advanced(offset + length);
         }
         return -1;
     }
+
+    /// <summary>Reports progress inside a long data extent too, buffer by buffer, so a large copy of data shows it moving.</summary>
+    private void Advanced(long position) => _progress?.Invoke(position, _total);
 
     /// <summary>Reads <paramref name="length"/> bytes at <paramref name="offset"/>; past the end of a raw file's bytes, zeros (qemu's sector rounding).</summary>
     private ReadOnlySpan<byte> Read(BlockDevice device, string name, byte[] buffer, long offset, int length)
