@@ -39,20 +39,18 @@ internal sealed class ExtentCursor
     /// offset (a raw hole's status) up to <see cref="Size"/>.
     /// </summary>
     /// <exception cref="CompareFailure">The allocation status could not be read (qemu-img's exit status 3).</exception>
-    public Extent Current
+    public Extent Current()
     {
-        get
+        if (_current is { } extent && extent.End > Position)
         {
-            if (_current is { } extent && extent.End > Position)
-            {
-                return extent;
-            }
-            _current = Next();
-            return _current.Value;
+            return extent;
         }
+        // Asks the map for the next extent only when the walk has left the current one.
+        _current = Next();
+        return _current.Value;
     }
 
-    /// <summary>Moves the walk to <paramref name="position"/>, which lies inside or at the end of <see cref="Current"/>.</summary>
+    /// <summary>Moves the walk to <paramref name="position"/>, which lies inside or at the end of the current extent.</summary>
     public void Advance(long position) => Position = position;
 
     private Extent Next()

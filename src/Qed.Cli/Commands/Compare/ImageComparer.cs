@@ -103,8 +103,8 @@ internal sealed class ImageComparer
             long position = 0;
             while (position < common)
             {
-                var one = firstCursor.Current;
-                var other = secondCursor.Current;
+                var one = firstCursor.Current();
+                var other = secondCursor.Current();
                 long end = Math.Min(Math.Min(one.End, other.End), common);
                 if (strict && Status(one) != Status(other))
                 {
@@ -137,7 +137,7 @@ internal sealed class ImageComparer
             var tail = new ExtentCursor(longer, longerName, common, total);
             while (position < total)
             {
-                var extent = tail.Current;
+                var extent = tail.Current();
                 long end = Math.Min(extent.End, total);
                 if (extent.IsData && FindNonZero(longer, longerName, position, end, firstBuffer) is >= 0 and var mismatch)
                 {
