@@ -119,6 +119,22 @@ public sealed class DdCommandTests : IDisposable
     }
 
     [Fact]
+    public void A_raw_input_of_a_partial_sector_is_the_disk_qemu_shows()
+    {
+        // QEMU shows a 300000-byte raw file as a 300032-byte disk (whole sectors, the tail reading as zeros); qed reads
+        // the same disk, so its output equals qemu-img dd's, where GNU dd on the file itself stops at 300000 bytes.
+        string input = _dir.File("odd.raw");
+        File.WriteAllBytes(input, [.. Enumerable.Range(0, 300000).Select(i => (byte)(i % 251 + 1))]);
+        string qemuOut = _dir.File("q.raw");
+        string ourOut = _dir.File("o.raw");
+        Tools.QemuImg(_dir.Path, "dd", "-f", "raw", "bs=64k", "skip=4", $"if={input}", $"of={qemuOut}");
+        QedCli.Ok("dd", "bs=64k", "skip=4", $"if={input}", $"of={ourOut}");
+        Assert.Equal(300032 - 4 * 65536, new FileInfo(ourOut).Length);
+        Assert.Equal(File.ReadAllBytes(qemuOut), File.ReadAllBytes(ourOut));
+        Assert.Equal(300000 - 4 * 65536, GnuDd(input, ["bs=65536", "skip=4"]).Length);
+    }
+
+    [Fact]
     public void Zeros_are_not_written()
     {
         // A 1 GiB QED image with 64 KiB of data at 512 MiB: the raw output has one data extent, the QED output one cluster.
