@@ -21,6 +21,8 @@ public static class Program
         (BenchCommand.Options, BenchCommand.Run),
         (MapCommand.Options, MapCommand.Run),
         (MeasureCommand.Options, MeasureCommand.Run),
+        (CompareCommand.Options, CompareCommand.Run),
+        (DdCommand.Options, DdCommand.Run),
         (ServeCommand.Options, ServeCommand.Run),
     ];
 
@@ -140,7 +142,7 @@ public static class Program
     }
 
     /// <summary>The failures a user can cause (bad files, bad arguments, I/O errors); anything else is a bug and keeps its stack trace.</summary>
-    private static bool IsReportable(Exception e) =>
+    internal static bool IsReportable(Exception e) =>
         e is CliException or QedException or IOException or UnauthorizedAccessException or ArgumentException or FormatException or NotSupportedException;
 
     /// <summary>QEMU's "Is another process using the image" line when the failure (or one it wraps) is a lock conflict.</summary>
