@@ -20,6 +20,7 @@ public static class Program
         (IoCommand.Options, IoCommand.Run),
         (BenchCommand.Options, BenchCommand.Run),
         (MapCommand.Options, MapCommand.Run),
+        (ResizeCommand.Options, ResizeCommand.Run),
         (ServeCommand.Options, ServeCommand.Run),
     ];
 
