@@ -30,6 +30,8 @@ public sealed partial class QedImage
     /// the file stay leaked: QED has no free-space map that could record them (<c>qemu-img check</c> counts them as
     /// leaks, which harm no data).</item>
     /// </list>
+    /// Requests that start after step 2 cannot reach past the new end; one still running past it when the shrink starts
+    /// races with the clearing (its caller asked for both at once).
     /// </remarks>
     private async ValueTask ShrinkAsync(long newSize, bool useAsync, CancellationToken cancellationToken)
     {
