@@ -159,6 +159,28 @@ public sealed class ResizeCommandTests : IDisposable
     }
 
     [Fact]
+    public void An_overlay_at_the_top_of_a_chain_grows_to_zeros_whatever_the_layers_below_hold()
+    {
+        // raw base (9s) <- mid.qed (its own 6s at 2M) <- top.qed (1M, 5s at 0), each layer with its own geometry.
+        File.WriteAllBytes(_dir.File("base.raw"), Enumerable.Repeat((byte)9, (int)(4 * MiB)).ToArray());
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "qed", "-o", "cluster_size=16384", "-b", "base.raw", "-F", "raw", _dir.File("mid.qed"), "4M");
+        Tools.QemuIo(_dir.Path, "qed", _dir.File("mid.qed"), "write -P 6 2M 64k");
+        string top = _dir.File("top.qed");
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "qed", "-o", "cluster_size=4096,table_size=2", "-b", "mid.qed", "-F", "qed", top, "1M");
+        Tools.QemuIo(_dir.Path, "qed", top, "write -P 5 0 4k");
+        string copy = _dir.File("copy.qed");
+        File.Copy(top, copy);
+
+        var qemu = Tools.QemuImgRaw(_dir.Path, "resize", copy, "+3M");
+        Assert.True(qemu.ExitCode == 1 && qemu.StdErr == "qemu-img: Block driver does not support requested flags\n", qemu.ToString());
+        var ours = QedCli.Run("resize", top, "+3M");
+        Assert.True(ours.ExitCode == 0 && ours.StdOut == "Image resized.\n", ours.ToString());
+
+        Tools.QemuIo(_dir.Path, "qed", top, "read -P 5 0 4k", $"read -P 9 4k {MiB - 4096}", $"read -P 0 {MiB} {3 * MiB}");
+        QemuOracle.AssertClean(_dir.Path, top);
+    }
+
+    [Fact]
     public void Shrink_keeps_the_data_below_the_new_end_and_reports_the_leaks_qemu_img_check_finds_where_qemu_img_refuses()
     {
         // 4 KiB clusters, two-cluster tables: data for 0..3M, its table, data for 5M..6M and its table.

@@ -95,4 +95,25 @@ public class ResizeTests
         Dev.QemuReads(dir, path, "qed", max - 512, 512, 0x33);
         Dev.QemuCheckClean(dir, path, "qed");
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task An_overlay_opened_without_its_backing_file_refuses_to_grow_but_shrinks(bool useAsync)
+    {
+        using var dir = new TempDirectory();
+        string path = Dev.Create(dir, "qed-backing", Img.MiB);
+        string before = Tools.Sha256OfFile(path);
+        await using (var device = await Img.Open(path, useAsync, options: new ImageOpenOptions { NoBacking = true }))
+        {
+            // Without the backing file there is no telling where the grown area would show its data.
+            await Assert.ThrowsAsync<QedBackingFileException>(() => Dev.Resize(device, 2 * Img.MiB, useAsync));
+            Assert.Equal(Img.MiB, device.Size);
+            await Dev.Resize(device, Img.MiB / 2, useAsync);
+        }
+        Assert.NotEqual(before, Tools.Sha256OfFile(path));
+        Assert.Equal((ulong)(Img.MiB / 2), Img.FileHeader(path).ImageSize);
+        Dev.QemuReads(dir, path, "qed-backing", 0, Img.MiB / 2, 0xb0);
+        Dev.QemuCheckClean(dir, path, "qed-backing");
+    }
 }
