@@ -22,7 +22,8 @@ public sealed partial class QedImage
     /// <item>A partial last cluster is kept (its part below the new end must read the same); if it holds data, its bytes
     /// past the new end are zeroed in the file so that no later grow can show them again.</item>
     /// <item>Clear the L2 entries past the new end in the last, partial table, then the L1 entries of the tables wholly
-    /// past it. The clusters they referenced are now leaks, never entries pointing at nothing.</item>
+    /// past it. The clusters they referenced are now leaks, never entries pointing at nothing. The dropped tables leave the
+    /// L2 cache, since their space may be reused by a new table at the same offset.</item>
     /// <item>Flush: the cleared entries are stable before any cluster they referenced is cut off the file, else a crash
     /// could leave an entry pointing past the end of the file.</item>
     /// <item>Give the stripes back and reclaim what can be reclaimed: the leak repair (<see cref="RepairMode.Leaks"/>)
@@ -117,9 +118,25 @@ public sealed partial class QedImage
                 last = (int)index;
             }
         }
-        if (first >= 0)
+        if (first < 0)
         {
-            await _tables.ClearL1EntriesAsync(first, last - first + 1, useAsync, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+        var dropped = new List<ulong>();
+        for (int index = first; index <= last; index++)
+        {
+            ulong table = TableEntry.Read(_map.L1, index);
+            if (table != 0)
+            {
+                dropped.Add(table);
+            }
+        }
+        await _tables.ClearL1EntriesAsync(first, last - first + 1, useAsync, cancellationToken).ConfigureAwait(false);
+        // The leak repair may cut these tables off the file and a later allocation put a new table at the same offset:
+        // their cached slices must not stand in for it (the cache keeps what it holds under an offset).
+        foreach (ulong table in dropped)
+        {
+            _map.Cache.Forget(table, table + (ulong)_geometry.TableBytes);
         }
     }
 }

@@ -55,22 +55,7 @@ public sealed class QedShrinkTests : IDisposable
             long newSize = 512 * random.NextInt64(1, size / 512);
             await using (var image = await Img.Open(path, useAsync))
             {
-                for (int op = 0; op < 40; op++)
-                {
-                    long offset = random.NextInt64(0, size);
-                    int length = (int)Math.Min(random.Next(1, 128 * 1024), size - offset);
-                    if (random.Next(5) == 0)
-                    {
-                        await Img.WriteZeroes(image, offset, length, useAsync);
-                        Array.Clear(model, (int)offset, length);
-                    }
-                    else
-                    {
-                        byte[] data = Img.RandomBytes(random, length);
-                        await Img.Write(image, offset, data, useAsync);
-                        data.CopyTo(model, offset);
-                    }
-                }
+                await RandomWritesAsync(image, model, random, useAsync);
                 await Dev.Resize(image, newSize, useAsync);
                 Assert.Equal(newSize, image.Size);
                 byte[] below = await Img.Read(image, 0, (int)newSize, useAsync);
@@ -94,6 +79,48 @@ public sealed class QedShrinkTests : IDisposable
             ran++;
         }
         Assert.Equal(rounds, ran);
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public async Task One_session_of_writes_shrinks_and_grows_reads_as_the_model(int clusterSize, int tableSize, bool backing, bool useAsync)
+    {
+        // The same image object throughout: its cache and allocation pointer must follow every shrink (space cut off the
+        // file is allocated again by the next writes).
+        var random = new Random(TestSeed.For($"{nameof(QedShrinkTests)}.one-session({clusterSize},{tableSize},{backing},{useAsync})"));
+        const long size = 12 * MiB;
+        string path = _dir.File("s.qed");
+        byte[] model = new byte[size];
+        if (backing)
+        {
+            Img.RawFile(_dir.File("base.raw"), size, 0xb0);
+            Array.Fill(model, (byte)0xb0);
+        }
+        Img.Create(path, size, clusterSize, tableSize, backing: backing ? "base.raw" : null, backingFormat: backing ? "raw" : null);
+
+        const int rounds = 4;
+        int ran = 0;
+        await using (var image = await Img.Open(path, useAsync))
+        {
+            for (int round = 0; round < rounds; round++)
+            {
+                await RandomWritesAsync(image, model, random, useAsync);
+                long newSize = 512 * random.NextInt64(1, size / 512);
+                await Dev.Resize(image, newSize, useAsync);
+                byte[] below = await Img.Read(image, 0, (int)newSize, useAsync);
+                Assert.True(model.AsSpan(0, (int)newSize).SequenceEqual(below), $"round {round}: data below {newSize} changed");
+                Array.Clear(model, (int)newSize, (int)(size - newSize));
+                await Dev.Resize(image, size, useAsync);
+                byte[] all = await Img.Read(image, 0, (int)size, useAsync);
+                Assert.True(model.AsSpan().SequenceEqual(all), $"round {round}: grown back from {newSize}, stale data resurfaced");
+                ran++;
+            }
+        }
+        Assert.Equal(rounds, ran);
+        AssertQemuReads(path, model);
+        var qemu = QemuOracle.Check(_dir.Path, path);
+        Assert.True(qemu.NoCorruption, qemu.ToString());
+        QemuOracle.AssertOurCheckAgrees(_dir.Path, path, qemu);
     }
 
     [Fact]
@@ -129,6 +156,37 @@ public sealed class QedShrinkTests : IDisposable
         Assert.True(QemuOracle.Check(_dir.Path, path).NoCorruption);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_table_cut_off_the_file_is_forgotten_by_the_cache_before_its_space_is_reused(bool useAsync)
+    {
+        // 4 KiB clusters, two-cluster tables cached in 4 KiB slices: a table at T is cached as the slices T and T + 4K.
+        string path = _dir.File("r.qed");
+        Img.Create(path, 8 * MiB, clusterSize: 4096, tableSize: 2);
+        await using var image = await Img.Open(path, useAsync);
+        await Img.Write(image, 0, 4096, 1, useAsync);
+        long end = image.AllocationEnd;
+        // Data at 4M and 6M: the second table's slices both cached, both holding entries.
+        await Img.Write(image, 4 * MiB, 4096, 2, useAsync);
+        await Img.Write(image, 6 * MiB, 4096, 3, useAsync);
+        Img.AllBytes(3, await Img.Read(image, 6 * MiB, 4096, useAsync));
+
+        await Dev.Resize(image, 4 * MiB, useAsync);
+        Assert.Equal(end, Img.FileLength(path));
+        Assert.Equal(end, image.AllocationEnd);
+        await Dev.Resize(image, 8 * MiB, useAsync);
+        // The new data cluster lands where the cut data for 4M was, the new table where the cut table was: the old table's
+        // slices, cached under the same offsets, must not stand in for the new table's.
+        await Img.Write(image, 4 * MiB + 4096, 4096, 4, useAsync);
+        Img.AllBytes(0, await Img.Read(image, 4 * MiB, 4096, useAsync), "4M, shrunk away and grown back");
+        Img.AllBytes(4, await Img.Read(image, 4 * MiB + 4096, 4096, useAsync), "written after the grow");
+        Img.AllBytes(0, await Img.Read(image, 6 * MiB, 4096, useAsync), "6M, shrunk away and grown back");
+        await image.DisposeAsync();
+        Tools.QemuIo(_dir.Path, "qed", path, "read -P 1 0 4k", $"read -P 0 4k {4 * MiB - 4096}", $"read -P 0 {4 * MiB} 4k", $"read -P 4 {4 * MiB + 4096} 4k", $"read -P 0 {4 * MiB + 8192} {4 * MiB - 8192}");
+        QemuOracle.AssertClean(_dir.Path, path);
+    }
+
     [Fact]
     public void A_crash_after_the_header_leaves_entries_past_the_end_which_a_grow_zeroes_where_qemu_shows_them_again()
     {
@@ -153,6 +211,27 @@ public sealed class QedShrinkTests : IDisposable
         }
         Tools.QemuIo(_dir.Path, "qed", path, $"read -P 3 0 {shrunk}", $"read -P 0 {shrunk} {2 * MiB - shrunk}");
         QemuOracle.AssertClean(_dir.Path, path);
+    }
+
+    /// <summary>40 writes of random data or zeros, up to 128 KiB each, anywhere on the disk, applied to <paramref name="model"/> too.</summary>
+    private static async Task RandomWritesAsync(QedImage image, byte[] model, Random random, bool useAsync)
+    {
+        for (int op = 0; op < 40; op++)
+        {
+            long offset = random.NextInt64(0, model.Length);
+            int length = (int)Math.Min(random.Next(1, 128 * 1024), model.Length - offset);
+            if (random.Next(5) == 0)
+            {
+                await Img.WriteZeroes(image, offset, length, useAsync);
+                Array.Clear(model, (int)offset, length);
+            }
+            else
+            {
+                byte[] data = Img.RandomBytes(random, length);
+                await Img.Write(image, offset, data, useAsync);
+                data.CopyTo(model, offset);
+            }
+        }
     }
 
     /// <summary>qemu-img check finds no corruption and the leaks our checker finds, and nothing is left to cut off the end of the file.</summary>
