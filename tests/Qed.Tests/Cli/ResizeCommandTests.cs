@@ -109,6 +109,75 @@ public sealed class ResizeCommandTests : IDisposable
     }
 
     [Fact]
+    public void The_fixtures_grow_as_qemu_img_grows_them_and_shrink_where_it_refuses()
+    {
+        // QED-FORMAT.md §13, made by QEMU: geometries, backing chains of raw and QED layers, zero clusters, a short backing
+        // file. (F06's one-cluster tables are left out: QEMU cannot open them.)
+        Func<ImageWriter, string, string>[] fixtures =
+        [
+            Fixtures.F01, Fixtures.F02, Fixtures.F03, Fixtures.F04, Fixtures.F05, Fixtures.F07, Fixtures.F08, Fixtures.F09,
+            Fixtures.F10, Fixtures.F11, Fixtures.F12, Fixtures.F24, Fixtures.F28,
+        ];
+        string[][] grows = [["+1M"], ["+512"], ["-q", "+64k"]];
+        int grown = 0, shrunk = 0;
+        foreach (var make in fixtures)
+        {
+            string name = make(ImageWriter.Qemu, _dir.Path);
+            string original = _dir.File(name);
+            string qemuFile = _dir.File("q-" + name), ourFile = _dir.File("o-" + name);
+            foreach (string[] grow in grows)
+            {
+                File.Copy(original, qemuFile, overwrite: true);
+                File.Copy(original, ourFile, overwrite: true);
+                var qemu = Tools.QemuImgRaw(_dir.Path, ["resize", "-f", "qed", .. grow[..^1], qemuFile, grow[^1]]);
+                var ours = QedCli.Run(["resize", "-f", "qed", .. grow[..^1], ourFile, grow[^1]]);
+                string what = $"{name} {string.Join(' ', grow)}\nqed: {ours}\nqemu-img: {qemu}";
+                Assert.True(qemu.ExitCode == 0 && ours.ExitCode == 0 && qemu.StdOut == ours.StdOut && ours.StdErr.Length == 0, what);
+                Assert.True(Tools.Sha256OfFile(qemuFile) == Tools.Sha256OfFile(ourFile), $"the files differ\n{what}");
+                grown++;
+            }
+
+            // Half the size, rounded to a sector: qemu-img refuses, we keep what lies below.
+            long size = InfoSize(original);
+            long half = size / 2 / 512 * 512;
+            File.Copy(original, qemuFile, overwrite: true);
+            File.Copy(original, ourFile, overwrite: true);
+            var refused = Tools.QemuImgRaw(_dir.Path, "resize", "--shrink", "-f", "qed", qemuFile, $"{half}");
+            Assert.True(refused.ExitCode == 1 && refused.StdErr == "qemu-img: Shrinking images is currently not supported\n", $"{name}: {refused}");
+            var done = QedCli.Run("resize", "--shrink", "-q", "-f", "qed", ourFile, $"{half}");
+            Assert.True(done.ExitCode == 0 && done.StdOut.Length == 0, $"{name}: {done}");
+            var check = QemuOracle.Check(_dir.Path, ourFile);
+            Assert.True(check.NoCorruption, $"{name}: {check}");
+            // The warning counts what our checker counts, which is qemu-img check's count but for QEMU's spurious leaks in
+            // files of cluster_size - 1 clusters or more (§8.4, F28).
+            QemuOracle.AssertOurCheckAgrees(_dir.Path, ourFile, check);
+            long ourLeaks;
+            using (var device = InteropAssert.OpenReadOnly(ourFile))
+            {
+                ourLeaks = device.Check().Leaks;
+            }
+            Assert.True((ourLeaks == 0 ? "" : $"qed: warning: {ourLeaks} leaked clusters") == done.StdErr.Split(" (")[0].TrimEnd('\n'), $"{name}: {done}\n{check}");
+            string flat = QemuOracle.Flatten(_dir.Path, original);
+            string expected = _dir.File("expected.raw");
+            File.WriteAllBytes(expected, File.ReadAllBytes(flat)[..(int)half]);
+            QemuOracle.AssertIdentical(_dir.Path, ourFile, expected, "qed", "raw");
+            File.Delete(flat);
+            shrunk++;
+        }
+        TestSeed.Report($"{fixtures.Length} fixtures: {grown} grows byte-equal to qemu-img resize's, {shrunk} shrinks where qemu-img refuses");
+        Assert.Equal(fixtures.Length * grows.Length, grown);
+        Assert.Equal(fixtures.Length, shrunk);
+    }
+
+    /// <summary>The virtual size qemu-img info reports.</summary>
+    private long InfoSize(string path)
+    {
+        var info = Tools.QemuImg(_dir.Path, "info", "-f", "qed", "--output=json", path);
+        using var json = System.Text.Json.JsonDocument.Parse(info.StdOut);
+        return json.RootElement.GetProperty("virtual-size").GetInt64();
+    }
+
+    [Fact]
     public void A_missing_file_or_unknown_format_fails_as_in_qemu_img()
     {
         string image = _dir.File("a.qed");
