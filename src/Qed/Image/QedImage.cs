@@ -48,7 +48,8 @@ namespace Qed.Image;
 /// Write-zeroes and discard never drop a mapping (QED keeps no free-space map, so a dropped cluster would only leak):
 /// allocated clusters are zeroed in place or, where unmapping is allowed, become holes in the file; unallocated
 /// clusters over a backing file become zero clusters under the allocation gate, like an allocation without data.
-/// Resize (QedImage.Resize.cs, QedImage.Shrink.cs) rewrites the header through <see cref="HeaderState"/>, so a request sees either the old size or the new one.
+/// Resize (QedImage.Resize.cs, QedImage.Shrink.cs) rewrites the header through <see cref="HeaderState"/>, so a request
+/// sees either the old size or the new one.
 /// </remarks>
 public sealed partial class QedImage : BlockDevice
 {
