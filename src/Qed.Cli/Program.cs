@@ -23,6 +23,7 @@ public static class Program
         (MeasureCommand.Options, MeasureCommand.Run),
         (CompareCommand.Options, CompareCommand.Run),
         (DdCommand.Options, DdCommand.Run),
+        (ResizeCommand.Options, ResizeCommand.Run),
         (ServeCommand.Options, ServeCommand.Run),
     ];
 

@@ -48,7 +48,8 @@ namespace Qed.Image;
 /// Write-zeroes and discard never drop a mapping (QED keeps no free-space map, so a dropped cluster would only leak):
 /// allocated clusters are zeroed in place or, where unmapping is allowed, become holes in the file; unallocated
 /// clusters over a backing file become zero clusters under the allocation gate, like an allocation without data.
-/// Resize rewrites the header through <see cref="HeaderState"/>, so a request sees either the old size or the new one.
+/// Resize (QedImage.Resize.cs, QedImage.Shrink.cs) rewrites the header through <see cref="HeaderState"/>, so a request
+/// sees either the old size or the new one.
 /// </remarks>
 public sealed partial class QedImage : BlockDevice
 {
@@ -60,6 +61,8 @@ public sealed partial class QedImage : BlockDevice
     private readonly ClusterAllocator _space;
     private readonly SliceMap _map;
     private readonly TableUpdater _tables;
+    /// <summary>Serializes resizes (QedImage.Resize.cs).</summary>
+    private readonly AsyncGate _resizeGate = new();
     private BlockDevice? _backing;
     /// <summary>True once this session set the need-check bit: the close clears it again.</summary>
     private bool _setNeedCheck;
@@ -126,7 +129,7 @@ public sealed partial class QedImage : BlockDevice
     /// <inheritdoc />
     public override BlockDeviceCapabilities Capabilities => IsReadOnly
         ? BlockDeviceCapabilities.Extents
-        : BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Extents;
+        : BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Shrink | BlockDeviceCapabilities.Extents;
 
     // ---- reads ----
 
@@ -289,22 +292,6 @@ public sealed partial class QedImage : BlockDevice
         }
     }
 
-    /// <inheritdoc />
-    /// <remarks>Grows up to what the L1 table can address (<see cref="QedGeometry.MaxImageSize"/>), in multiples of 512 bytes,
-    /// with the header rewritten and flushed. Shrinking is not supported yet.</remarks>
-    protected internal override async ValueTask ResizeCoreAsync(long size, bool useAsync, CancellationToken cancellationToken)
-    {
-        var geometry = _geometry;
-        if (size % 512 != 0 || size > geometry.MaxImageSize)
-        {
-            throw new ArgumentOutOfRangeException(nameof(size), size, $"A QED image with {geometry.ClusterSize}-byte clusters and {geometry.TableSize}-cluster tables holds a multiple of 512 bytes up to {geometry.MaxImageSize}.");
-        }
-        // Checked under the header gate, so a concurrent resize cannot slip a shrink in.
-        await _headerState.UpdateAsync(header => (long)header.ImageSize <= size
-            ? header with { ImageSize = (ulong)size }
-            : throw new QedUnsupportedException($"'{FileName}': shrinking a QED image is not supported"), useAsync, cancellationToken).ConfigureAwait(false);
-    }
-
     /// <summary>Sets the need-check bit before the first allocation of a session without backing file (step 3).</summary>
     private async ValueTask MarkNeedCheckAsync(bool useAsync, CancellationToken cancellationToken)
     {
@@ -354,6 +341,7 @@ public sealed partial class QedImage : BlockDevice
             _space.Dispose();
             _tables.Dispose();
             _headerState.Dispose();
+            _resizeGate.Dispose();
         }
     }
 }

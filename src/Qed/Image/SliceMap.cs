@@ -171,6 +171,19 @@ internal sealed class SliceMap
         return (count, firstState, lastState);
     }
 
+    /// <summary>
+    /// Adds to <paramref name="slices"/>, in order and with a reference held, every slice of the table at
+    /// <paramref name="tableOffset"/> that holds entries <paramref name="first"/> to <paramref name="first"/> +
+    /// <paramref name="count"/> − 1 (release them with <see cref="ReleaseAll"/>).
+    /// </summary>
+    public async ValueTask CollectSlicesAsync(ulong tableOffset, int first, int count, List<L2CacheEntry> slices, bool useAsync, CancellationToken cancellationToken)
+    {
+        for (int slice = first >> SliceShift; slice <= (first + count - 1) >> SliceShift; slice++)
+        {
+            slices.Add(await GetSliceAsync(tableOffset, slice, useAsync, cancellationToken).ConfigureAwait(false));
+        }
+    }
+
     /// <summary>Drops the references <see cref="CollectRunAsync"/> took and empties the list for its next use.</summary>
     public void ReleaseAll(List<L2CacheEntry> slices)
     {

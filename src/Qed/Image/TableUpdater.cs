@@ -88,6 +88,20 @@ internal sealed class TableUpdater : IDisposable
         }
     }
 
+    /// <summary>Sets L1 entries <paramref name="first"/> to <paramref name="first"/> + <paramref name="count"/> − 1 to 0 (no L2 table), on disk and then in memory; the caller holds every allocation stripe.</summary>
+    public async ValueTask ClearL1EntriesAsync(int first, int count, bool useAsync, CancellationToken cancellationToken)
+    {
+        await _l1Gate.EnterAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await PatchBlocksAsync(TableBlocks.Whole(_map.L1), _l1Offset, first, count, 0, 0, useAsync, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _l1Gate.Exit();
+        }
+    }
+
     /// <summary>
     /// Writes the 512-byte blocks of <paramref name="table"/> (on disk at <paramref name="tableOffset"/>) that hold entries
     /// <paramref name="first"/> to <paramref name="first"/> + <paramref name="count"/> − 1, set to <c>value + i * step</c>,

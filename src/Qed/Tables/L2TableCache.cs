@@ -187,6 +187,22 @@ internal sealed class L2TableCache
         return entry;
     }
 
+    /// <summary>
+    /// Drops the cached slices at file offsets <paramref name="start"/> to <paramref name="end"/> − 1: a table no entry
+    /// points at any more, whose clusters may be reused (a later table at the same offset must not meet its slices). A
+    /// slice still in use stays with its holder, outside the cache.
+    /// </summary>
+    public void Forget(ulong start, ulong end)
+    {
+        lock (_sync)
+        {
+            foreach (var entry in _index.Values.Where(e => e.Offset >= start && e.Offset < end).ToList())
+            {
+                RemoveUnsynchronized(entry);
+            }
+        }
+    }
+
     /// <summary>Drops every cached table (after a repair rewrote tables on disk). No entry may be in use.</summary>
     public void Clear()
     {

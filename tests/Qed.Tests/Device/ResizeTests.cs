@@ -6,7 +6,7 @@ using Qed.Tests.Infrastructure;
 
 namespace Qed.Tests.Device;
 
-/// <summary>Resize: raw both ways, QED growing up to what its L1 table addresses (header rewritten at once), shrinking refused.</summary>
+/// <summary>Resize: raw both ways, QED growing up to what its L1 table addresses (header rewritten at once); QED shrinking is in <see cref="Qed.Tests.Image.QedShrinkTests"/>.</summary>
 public class ResizeTests
 {
     private static long QemuVirtualSize(TempDirectory dir, string path, string format)
@@ -72,7 +72,7 @@ public class ResizeTests
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public async Task Qed_GrowsToWhatTheL1Addresses_NoFurther_NeverShrinks(bool useAsync)
+    public async Task Qed_GrowsToWhatTheL1Addresses_NoFurther(bool useAsync)
     {
         using var dir = new TempDirectory();
         string path = dir.File("small.qed");
@@ -89,13 +89,31 @@ public class ResizeTests
             await Dev.Resize(device, max, useAsync);
             Assert.Equal(max, device.Size);
             await Img.Write(device, max - 512, Img.Fill(512, 0x33), useAsync);
-            var e = await Assert.ThrowsAsync<QedUnsupportedException>(() => Dev.Resize(device, Img.MiB, useAsync));
-            Assert.Contains("shrinking", e.Message, StringComparison.Ordinal);
-            Assert.Equal(max, device.Size);
             await Dev.Resize(device, max, useAsync); // the same size: nothing to do
         }
         Assert.Equal(max, QemuVirtualSize(dir, path, "qed"));
         Dev.QemuReads(dir, path, "qed", max - 512, 512, 0x33);
         Dev.QemuCheckClean(dir, path, "qed");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task An_overlay_opened_without_its_backing_file_refuses_to_grow_but_shrinks(bool useAsync)
+    {
+        using var dir = new TempDirectory();
+        string path = Dev.Create(dir, "qed-backing", Img.MiB);
+        string before = Tools.Sha256OfFile(path);
+        await using (var device = await Img.Open(path, useAsync, options: new ImageOpenOptions { NoBacking = true }))
+        {
+            // Without the backing file there is no telling where the grown area would show its data.
+            await Assert.ThrowsAsync<QedBackingFileException>(() => Dev.Resize(device, 2 * Img.MiB, useAsync));
+            Assert.Equal(Img.MiB, device.Size);
+            await Dev.Resize(device, Img.MiB / 2, useAsync);
+        }
+        Assert.NotEqual(before, Tools.Sha256OfFile(path));
+        Assert.Equal((ulong)(Img.MiB / 2), Img.FileHeader(path).ImageSize);
+        Dev.QemuReads(dir, path, "qed-backing", 0, Img.MiB / 2, 0xb0);
+        Dev.QemuCheckClean(dir, path, "qed-backing");
     }
 }

@@ -115,7 +115,7 @@ public class ZeroAndDiscardTests
     }
 
     [Theory]
-    [InlineData("qed", false, BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Extents)]
+    [InlineData("qed", false, BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Shrink | BlockDeviceCapabilities.Extents)]
     [InlineData("qed", true, BlockDeviceCapabilities.Extents)]
     [InlineData("raw", false, BlockDeviceCapabilities.Write | BlockDeviceCapabilities.ZeroFast | BlockDeviceCapabilities.Discard | BlockDeviceCapabilities.Grow | BlockDeviceCapabilities.Shrink | BlockDeviceCapabilities.Extents)]
     [InlineData("raw", true, BlockDeviceCapabilities.Extents)]
