@@ -20,6 +20,8 @@ public static class Program
         (IoCommand.Options, IoCommand.Run),
         (BenchCommand.Options, BenchCommand.Run),
         (MapCommand.Options, MapCommand.Run),
+        (RebaseCommand.Options, RebaseCommand.Run),
+        (AmendCommand.Options, AmendCommand.Run),
         (ServeCommand.Options, ServeCommand.Run),
     ];
 
