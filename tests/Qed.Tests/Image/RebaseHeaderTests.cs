@@ -121,6 +121,50 @@ public sealed class RebaseHeaderTests : IDisposable
         Assert.True(states >= 4 && sawOld > 0 && sawNew > 0, $"{states} states, {sawOld} old, {sawNew} new");
     }
 
+    [Fact]
+    public async Task Every_power_cut_during_a_safe_rebase_leaves_the_disk_reading_the_same()
+    {
+        int seed = TestSeed.For(nameof(Every_power_cut_during_a_safe_rebase_leaves_the_disk_reading_the_same));
+        var random = new Random(seed);
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "raw", _dir.File("base.raw"), "2M");
+        Tools.QemuIo(_dir.Path, "raw", _dir.File("base.raw"), "write -P 0xb0 0 2M");
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "raw", _dir.File("new.raw"), "2M");
+        Tools.QemuIo(_dir.Path, "raw", _dir.File("new.raw"), "write -P 0xb0 0 1M", "write -P 0x5c 1M 512k");
+        string path = _dir.File("ov.qed");
+        Tools.QemuImg(_dir.Path, "create", "-q", "-f", "qed", "-o", "cluster_size=4096", "-b", "base.raw", "-F", "raw", path);
+        Tools.QemuIo(_dir.Path, "qed", path, "write -P 0x11 64k 4k", "write -P 0x12 1100k 6k");
+        byte[] initial = File.ReadAllBytes(path);
+        string expected;
+        using (var before = DiskImage.Open(path, "qed", new ImageOpenOptions { ReadOnly = true }))
+        {
+            expected = DeviceDigest.Sha256(before);
+        }
+
+        var file = new RecordingFileAccessor(path, initial);
+        var image = await QedImage.OpenCoreAsync(file, new ImageOpenOptions { ZeroClustersWithoutBacking = true }, BackingChain.Start(path), useAsync: false, CancellationToken.None);
+        using (var newBacking = DiskImage.Open(_dir.File("new.raw"), "raw", new ImageOpenOptions { ReadOnly = true }))
+        {
+            var copier = new Qed.Cli.Commands.Rebase.RebaseCopier(image, newBacking);
+            copier.Copy((_, _) => { });
+            Assert.True(copier.BytesWritten > 0);
+        }
+        ImageFormats.Qed.ChangeBackingFile(image, "new.raw", "raw");
+        image.Dispose();
+
+        var generator = new CrashStateGenerator(initial, file.Log);
+        string state = _dir.File("state.qed");
+        int states = 0, rebased = 0;
+        foreach (var recipe in generator.DistinctStates(random, 150))
+        {
+            File.WriteAllBytes(state, generator.Materialize(recipe).ToArray());
+            using var device = DiskImage.Open(state, "qed", new ImageOpenOptions { ReadOnly = true });
+            Assert.True(expected == DeviceDigest.Sha256(device), $"a crash state over '{device.Backing?.FileName}' reads differently (seed {seed})");
+            states++;
+            rebased += device.Backing!.FileName.EndsWith("new.raw", StringComparison.Ordinal) ? 1 : 0;
+        }
+        Assert.True(states >= 20 && rebased > 0 && rebased < states, $"{states} states, {rebased} over the new backing file");
+    }
+
     /// <summary>The backing file a header names (as QEMU reads it) and whether it says raw.</summary>
     private static (string? Name, bool Raw) Named(byte[] file)
     {
