@@ -208,7 +208,8 @@ public sealed class RebaseCommandTests : IDisposable
         RawFile("base.raw", "8M", "write -P 0xb0 0 8M");
         RawFile("new.raw", "8M");
         Overlay("ov.qed", "base.raw", "raw");
-        var result = QedCli.Ok("rebase", "-p", "-b", "new.raw", "-F", "raw", InSrc("ov.qed"));
+        var (qemu, result, _, _) = Both("ov.qed", "-p", "-b", "new.raw", "-F", "raw");
+        Assert.Equal(qemu.StdOut, result.StdOut);
         Assert.StartsWith("    (0.00/100%)\r", result.StdOut, StringComparison.Ordinal);
         Assert.EndsWith("    (100.00/100%)\r\n", result.StdOut, StringComparison.Ordinal);
         Assert.Contains("    (50.00/100%)\r", result.StdOut, StringComparison.Ordinal);
