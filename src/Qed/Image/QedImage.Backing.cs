@@ -55,10 +55,14 @@ public sealed partial class QedImage
         bool raw = name is not null && string.Equals(backingFormat, ImageFormats.Raw.Name, StringComparison.Ordinal);
         await _headerState.ReplaceAsync(
             header => WithBacking(header, name, raw),
-            header => WriteHeaderAndNameAsync(header, name ?? [], useAsync, cancellationToken),
+            async header =>
+            {
+                await WriteHeaderAndNameAsync(header, name ?? [], useAsync, cancellationToken).ConfigureAwait(false);
+                // Under the header gate, once the name is durable: two changes cannot interleave their names.
+                BackingFileName = name is null ? null : backingFile;
+                BackingFilePath = BackingFileName is null ? null : BackingChain.Resolve(FileName, BackingFileName);
+            },
             useAsync, cancellationToken).ConfigureAwait(false);
-        BackingFileName = backingFile is { Length: > 0 } ? backingFile : null;
-        BackingFilePath = BackingFileName is null ? null : BackingChain.Resolve(FileName, BackingFileName);
     }
 
     /// <summary>Steps 2 and 3: the header and the name at offset 64, in as many writes as crash safety needs.</summary>
