@@ -24,6 +24,8 @@ public static class Program
         (CompareCommand.Options, CompareCommand.Run),
         (DdCommand.Options, DdCommand.Run),
         (ResizeCommand.Options, ResizeCommand.Run),
+        (RebaseCommand.Options, RebaseCommand.Run),
+        (AmendCommand.Options, AmendCommand.Run),
         (ServeCommand.Options, ServeCommand.Run),
     ];
 

@@ -99,6 +99,39 @@ public abstract class ImageFormat
     public ValueTask<CheckResult> CheckAsync(BlockDevice device, RepairMode mode = RepairMode.None, CancellationToken cancellationToken = default) =>
         CheckCoreAsync(device, mode, useAsync: true, cancellationToken);
 
+    /// <summary>
+    /// Makes the header of <paramref name="device"/> (an image of this format, open writable) name <paramref name="backingFile"/>
+    /// as its backing file, stored as given, or no backing file when it is null or empty; <paramref name="backingFormat"/>
+    /// is recorded as far as the format records it (QED: only whether it is <c>raw</c>). Only the header changes, crash-safe:
+    /// no data is copied, so the disk reads differently unless the new backing file holds what the old one did. The open
+    /// device keeps reading through the backing device it was opened with; open it again to read through the new one.
+    /// </summary>
+    /// <exception cref="QedUnsupportedException">The format has no backing files, or this image cannot take the name (QED: unknown compatible features set, no room in the header area).</exception>
+    /// <exception cref="QedReadOnlyException">The device is open read-only.</exception>
+    /// <exception cref="ArgumentException">The name cannot be stored (a NUL byte; QED: 4096 bytes or more).</exception>
+    public void ChangeBackingFile(BlockDevice device, string? backingFile, string? backingFormat)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ChangeBackingFileCoreAsync(device, backingFile, backingFormat, useAsync: false, CancellationToken.None).GetAwaiter().GetResult();
+    }
+
+    /// <inheritdoc cref="ChangeBackingFile"/>
+    public ValueTask ChangeBackingFileAsync(BlockDevice device, string? backingFile, string? backingFormat, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        return ChangeBackingFileCoreAsync(device, backingFile, backingFormat, useAsync: true, cancellationToken);
+    }
+
+    /// <summary>Throws what <see cref="ChangeBackingFile"/> would throw for these arguments before writing, writing nothing (to refuse before data is copied).</summary>
+    internal virtual void CheckBackingFileChange(BlockDevice device, string? backingFile) => throw NoBackingFiles();
+
+    /// <summary>Changes the backing file; the default refuses.</summary>
+    private protected virtual ValueTask ChangeBackingFileCoreAsync(BlockDevice device, string? backingFile, string? backingFormat, bool useAsync, CancellationToken cancellationToken) =>
+        throw NoBackingFiles();
+
+    // QEMU's errno text first, so the line reads as qemu-img's.
+    private QedUnsupportedException NoBackingFiles() => new($"Operation not supported ({Title} images have no backing file)");
+
     /// <summary>Warnings about images made with <paramref name="options"/> that QEMU could not open (the image is valid).</summary>
     public virtual IReadOnlyList<string> CompatibilityWarnings(ImageCreateOptions options) => [];
 

@@ -58,6 +58,26 @@ internal sealed class HeaderState : IDisposable
         }
     }
 
+    /// <summary>
+    /// Under the header gate, computes the new header from the current one with <paramref name="change"/> (which may refuse by
+    /// throwing), lets <paramref name="write"/> put it on disk its own way (it must flush), and only
+    /// then publishes it. For rewrites that are more than the first sector (a new backing file name).
+    /// </summary>
+    public async ValueTask ReplaceAsync(Func<QedHeader, QedHeader> change, Func<QedHeader, ValueTask> write, bool useAsync, CancellationToken cancellationToken)
+    {
+        await _gate.EnterAsync(useAsync, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var header = change(Current.Header);
+            await write(header).ConfigureAwait(false);
+            Volatile.Write(ref _current, new HeaderSnapshot(header));
+        }
+        finally
+        {
+            _gate.Exit();
+        }
+    }
+
     /// <inheritdoc />
     public void Dispose() => _gate.Dispose();
 }

@@ -65,6 +65,9 @@ public sealed record ImageOpenOptions
     /// <summary>Only the metadata is looked at (like <c>qemu-img info</c>): the "consistent read" permission is not taken.</summary>
     internal bool MetadataOnly { get; init; }
 
+    /// <summary>Write-zeroes turns unallocated QED clusters into zero clusters even when the image has no backing file, so the range still reads as zeros once the image is given one (rebase).</summary>
+    internal bool ZeroClustersWithoutBacking { get; init; }
+
     /// <summary>Refuse writers of every file of the chain, raw files included, as <c>qemu-img convert</c> does for its source (QED files always refuse them).</summary>
     internal bool ExcludeWriters { get; init; }
 }

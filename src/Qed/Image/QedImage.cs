@@ -66,6 +66,8 @@ public sealed partial class QedImage : BlockDevice
     private BlockDevice? _backing;
     /// <summary>True once this session set the need-check bit: the close clears it again.</summary>
     private bool _setNeedCheck;
+    /// <summary>Write-zeroes makes zero clusters even without a backing file (<see cref="ImageOpenOptions.ZeroClustersWithoutBacking"/>).</summary>
+    private readonly bool _zeroClustersWithoutBacking;
 
     private QedImage(FileAccessor file, QedHeader header, QedGeometry geometry, byte[] l1, ImageOpenOptions options, string? backingName)
     {
@@ -76,6 +78,7 @@ public sealed partial class QedImage : BlockDevice
         _map = new SliceMap(file, geometry, (ulong)header.HeaderSize * header.ClusterSize, l1, _space, options);
         _tables = new TableUpdater(file, geometry, _map, _space, (long)header.L1TableOffset);
         BackingFileName = backingName;
+        _zeroClustersWithoutBacking = options.ZeroClustersWithoutBacking;
     }
 
     /// <summary>The header as it is now on disk.</summary>
@@ -85,7 +88,7 @@ public sealed partial class QedImage : BlockDevice
     internal QedGeometry Geometry => _geometry;
 
     /// <summary>The backing file name as stored in the header (up to its first NUL byte, as QEMU reads it), or null when there is none.</summary>
-    public string? BackingFileName { get; }
+    public string? BackingFileName { get; private set; }
 
     /// <summary>True when the header names a backing file (a name that is not empty up to its first NUL byte, as QEMU reads it).</summary>
     private bool NamesBackingFile => BackingFileName is not null;
@@ -262,7 +265,7 @@ public sealed partial class QedImage : BlockDevice
                     // cluster, since QED cannot reuse space in the middle of the file.
                     await _file.ZeroRangeAsync(piece.HostOffset, done, mayUnmap, useAsync, cancellationToken).ConfigureAwait(false);
                 }
-                else if (piece.State == BlockState.Unallocated && NamesBackingFile)
+                else if (piece.State == BlockState.Unallocated && (NamesBackingFile || _zeroClustersWithoutBacking))
                 {
                     done = await MarkZeroClustersAsync(offset, done, useAsync, cancellationToken).ConfigureAwait(false);
                 }

@@ -84,6 +84,11 @@ internal sealed class QedFormat : ImageFormat
             : [];
     }
 
+    internal override void CheckBackingFileChange(BlockDevice device, string? backingFile) => Image(device).CheckBackingChange(backingFile);
+
+    private protected override ValueTask ChangeBackingFileCoreAsync(BlockDevice device, string? backingFile, string? backingFormat, bool useAsync, CancellationToken cancellationToken) =>
+        Image(device).ChangeBackingFileAsync(backingFile, backingFormat, useAsync, cancellationToken);
+
     internal override bool RefusesSharedWriters => true;
 
     /// <inheritdoc />
