@@ -20,6 +20,7 @@ public static class Program
         (IoCommand.Options, IoCommand.Run),
         (BenchCommand.Options, BenchCommand.Run),
         (MapCommand.Options, MapCommand.Run),
+        (CommitCommand.Options, CommitCommand.Run),
         (ServeCommand.Options, ServeCommand.Run),
     ];
 
