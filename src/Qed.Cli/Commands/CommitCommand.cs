@@ -109,11 +109,15 @@ internal static class CommitCommand
         var options = ImageOpener.Options(readOnly: false, l2CacheSize) with { WritableBackingDepth = depth };
         try
         {
-            return ImageOpener.Open(fileName, format, options);
+            return DiskImage.Open(fileName, format, options);
         }
         catch (QedBackingFileException e) when (e.InnerException is QedLockException locked)
         {
             throw locked;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CliException(ImageOpener.CouldNotOpen(fileName, e), e);
         }
     }
 }
