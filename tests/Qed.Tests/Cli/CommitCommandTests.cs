@@ -166,6 +166,21 @@ public sealed class CommitCommandTests : IDisposable
         Assert.Equal((qemuFailed.ExitCode, qemuFailed.StdOut), (oursFailed.ExitCode, oursFailed.StdOut));
     }
 
+    [Fact]
+    public void Rate_limit_paces_the_copy()
+    {
+        CreateRaw(_dir.Path, "b.raw", "1M");
+        CreateQed(_dir.Path, "o.qed", "1M", "b.raw", "raw", null, "write -P 1 0 512k");
+        string digest = Tools.QemuFlattenDigest(_dir.Path, _dir.File("o.qed"));
+        // 512 KiB at 512 KiB/s: the single chunk is followed by a pause of about one second.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Assert.Equal("Image committed.\n", QedCli.Ok("commit", "-r", "512k", _dir.File("o.qed")).StdOut);
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(0.9), $"took {clock.Elapsed}");
+        Assert.Equal(digest, Tools.QemuFlattenDigest(_dir.Path, _dir.File("b.raw"), "raw"));
+        // 0 is no limit, as in qemu-img.
+        Assert.Equal("Image committed.\n", QedCli.Ok("commit", "-r", "0", _dir.File("o.qed")).StdOut);
+    }
+
     [Theory]
     [InlineData("@/s.qed")]
     [InlineData("-b", "@/nothere.qed", "@/o.qed")]
