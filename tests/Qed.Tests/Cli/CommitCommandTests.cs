@@ -106,6 +106,28 @@ public sealed class CommitCommandTests : IDisposable
     }
 
     [Fact]
+    public void A_qed_base_over_a_longer_backing_file_grows_with_zeros_where_qemu_img_refuses()
+    {
+        // The top reads zeros past the base's end; grown, the base must not show its own backing file's data there.
+        CreateRaw(_dir.Path, "bb.raw", "4M", "write -P 9 0 4M");
+        CreateQed(_dir.Path, "b.qed", "1M", "bb.raw", "raw", null, "write -P 5 0 64k");
+        CreateQed(_dir.Path, "o.qed", "4M", "b.qed", "qed", null, "write -P 1 2M 64k");
+        string digest = Tools.QemuFlattenDigest(_dir.Path, _dir.File("o.qed"));
+        string before = Fingerprints("bb.raw", "b.qed", "o.qed");
+        var qemu = Tools.QemuImgRaw(_dir.Path, "commit", _dir.File("o.qed"));
+        Assert.Equal((1, "qemu-img: Block job failed: Operation not supported\n"), (qemu.ExitCode, qemu.StdErr));
+        Assert.Equal(before, Fingerprints("bb.raw", "b.qed", "o.qed"));
+
+        Assert.Equal("Image committed.\n", QedCli.Ok("commit", _dir.File("o.qed")).StdOut);
+        Assert.Equal(4L << 20, VirtualSize(_dir.Path, _dir.File("b.qed"), "qed"));
+        Assert.Equal(digest, Tools.QemuFlattenDigest(_dir.Path, _dir.File("b.qed")));
+        Assert.Equal(digest, Tools.QemuFlattenDigest(_dir.Path, _dir.File("o.qed")));
+        Assert.Empty(OwnExtents(_dir.Path, _dir.File("o.qed")));
+        AssertCheckClean(_dir.File("b.qed"));
+        AssertCheckClean(_dir.File("o.qed"));
+    }
+
+    [Fact]
     public void A_base_in_use_is_refused_with_qemu_s_lock_message()
     {
         CreateQed(_dir.Path, "b.qed", "1M", null, null, null, "write -P 1 0 64k");
