@@ -9,7 +9,8 @@ namespace Qed.Tests.Crash;
 
 /// <summary>
 /// A commit killed at every change it makes to its files (each write, write-zeroes, length change and flush of the base
-/// and the top, in turn; each write also torn in half) loses nothing: the top still reads what it read before (digest of
+/// and the top, in turn; each write also torn in half; and each as a power cut that also loses every change not yet
+/// flushed) loses nothing: the top still reads what it read before (digest of
 /// <c>qemu-img convert</c>), <c>qemu-img check</c> finds no corruption in either file (leaks are allowed: a kill may
 /// strand clusters, never an entry pointing at garbage), and committing again completes, empties the top and leaves
 /// both files check-clean.
@@ -62,22 +63,24 @@ public sealed class CommitCrashTests : IDisposable
         AssertIntact(whole, baseName, baseFormat, digest, emptied: true);
 
         int cases = 0, died = 0;
-        foreach (bool tear in new[] { false, true })
+        foreach (var (tear, powerCut) in new[] { (false, false), (true, false), (false, true) })
         {
             for (int at = 1; at <= changes; at++)
             {
                 cases++;
-                string dir = Copy(template, $"{(tear ? "tear" : "stop")}{at}");
-                var process = new DyingProcess(at, tear);
+                string dir = Copy(template, $"{(tear ? "tear" : powerCut ? "cut" : "stop")}{at}");
+                var process = new DyingProcess(at, tear, powerCut);
                 var failure = await Record(() => CommitAsync(dir, process, useAsync));
                 Assert.True(process.Injected is not null, $"{mode}: the kill at change {at} never happened");
                 Assert.True(failure is not null && CausedBy(failure, process.Injected), $"{mode}: killed at {process.DiedAt}, the commit reported {failure?.ToString() ?? "success"}");
                 died++;
 
-                string context = $"{mode}, killed at {process.DiedAt}{(tear ? " (torn)" : "")}";
+                string context = $"{mode}, {(powerCut ? "power cut" : "killed")} at {process.DiedAt}{(tear ? " (torn)" : "")}";
                 Assert.True(digest == Tools.QemuFlattenDigest(dir, Path.Combine(dir, "o.qed")), $"{context}: the top no longer reads the same");
                 AssertNoCorruption(dir, "o.qed", context);
-                if (!rawBase)
+                // A QED base without a backing file may be left with its need-check bit set (its data is not flushed
+                // before its tables, by design): the next writable open repairs it, which the second commit checks.
+                if (!rawBase && !Qed.Tests.Image.Img.FileHeader(Path.Combine(dir, baseName)).NeedsCheck)
                 {
                     AssertNoCorruption(dir, baseName, context);
                 }
@@ -88,7 +91,7 @@ public sealed class CommitCrashTests : IDisposable
             }
         }
         TestSeed.Report($"{nameof(CommitCrashTests)} {mode}: {changes} changes per commit, {died} of {cases} kills fired, in {clock.Elapsed.TotalSeconds:F1} s");
-        Assert.Equal(2 * changes, cases);
+        Assert.Equal(3 * changes, cases);
         Assert.Equal(cases, died);
     }
 
