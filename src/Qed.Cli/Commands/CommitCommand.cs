@@ -67,32 +67,32 @@ internal static class CommitCommand
             depth = baseName is null ? (probe.Backing is null ? 0 : 1) : BaseLookup.FindDepth(probe, baseName);
         }
 
+        // qemu-img prints the first progress line once the image is open, before it looks for the base, and ends the
+        // line before an error that follows.
         var reporter = new ProgressReporter(progress ? context.Out : null);
+        if (depth == 0)
+        {
+            reporter.Start();
+            EndProgressLine(context, progress);
+            throw new CliException(baseName is null
+                ? "Image does not have a backing file"
+                : $"Did not find '{baseName}' in the backing chain of '{fileName}'");
+        }
+
+        // Step 2.
+        using var top = OpenForCommit(fileName, format, depth, l2CacheSize);
+        reporter.Start();
         try
         {
-            // qemu-img prints the first progress line once the image is open, before it looks for the base.
-            reporter.Start();
-            if (depth == 0)
-            {
-                throw new CliException(baseName is null
-                    ? "Image does not have a backing file"
-                    : $"Did not find '{baseName}' in the backing chain of '{fileName}'");
-            }
-
-            // Step 2.
-            using var top = OpenForCommit(fileName, format, depth, l2CacheSize);
-
             // Step 3.
             ChainCommit.RunAsync(top, depth, makeEmpty: !keep && top is QedImage, reporter.Report, rate, useAsync: false, CancellationToken.None)
                 .GetAwaiter().GetResult();
+            // Closed before success is claimed: a close that fails (a flush of the chain) is reported instead.
+            top.Dispose();
         }
         catch
         {
-            if (progress)
-            {
-                // qemu-img ends the progress line before its error.
-                context.Out.Write('\n');
-            }
+            EndProgressLine(context, progress);
             throw;
         }
         reporter.Finish();
@@ -101,6 +101,14 @@ internal static class CommitCommand
             context.Out.Write("Image committed.\n");
         }
         return 0;
+    }
+
+    private static void EndProgressLine(CommandContext context, bool progress)
+    {
+        if (progress)
+        {
+            context.Out.Write('\n');
+        }
     }
 
     /// <summary>Opens the top writable with the layer at <paramref name="depth"/> writable too; the base's lock conflict is reported as qemu-img reports it, without the "backing file" prefix.</summary>

@@ -128,7 +128,7 @@ public sealed class CommitCommandTests : IDisposable
     }
 
     [Fact]
-    public void A_base_in_use_is_refused_with_qemu_s_lock_message()
+    public void A_base_or_top_in_use_is_refused_with_qemu_s_lock_message()
     {
         CreateQed(_dir.Path, "b.qed", "1M", null, null, null, "write -P 1 0 64k");
         CreateQed(_dir.Path, "o.qed", "1M", "b.qed", "qed", null, "write -P 2 0 4k");
@@ -139,6 +139,17 @@ public sealed class CommitCommandTests : IDisposable
             var qemu = Tools.QemuImgRaw(_dir.Path, "commit", _dir.File("o.qed"));
             var ours = QedCli.Run("commit", _dir.File("o.qed"));
             Assert.Equal(1, qemu.ExitCode);
+            Assert.Equal((1, ""), (ours.ExitCode, ours.StdOut));
+            Assert.True(QedCli.Lines(qemu.StdErr).Select(QedCli.AsQed).SequenceEqual(QedCli.Lines(ours.StdErr)), $"qemu-img:\n{qemu.StdErr}\nqed:\n{ours.StdErr}");
+        }
+        Assert.Equal(before, Fingerprints("b.qed", "o.qed"));
+
+        // The top in use: refused at its open, before any progress line.
+        using (var reader = QedImage.Open(_dir.File("o.qed"), new ImageOpenOptions { ReadOnly = true }))
+        {
+            var qemu = Tools.QemuImgRaw(_dir.Path, "commit", "-p", _dir.File("o.qed"));
+            var ours = QedCli.Run("commit", "-p", _dir.File("o.qed"));
+            Assert.Equal((1, ""), (qemu.ExitCode, qemu.StdOut));
             Assert.Equal((1, ""), (ours.ExitCode, ours.StdOut));
             Assert.True(QedCli.Lines(qemu.StdErr).Select(QedCli.AsQed).SequenceEqual(QedCli.Lines(ours.StdErr)), $"qemu-img:\n{qemu.StdErr}\nqed:\n{ours.StdErr}");
         }
