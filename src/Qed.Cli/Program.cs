@@ -26,6 +26,7 @@ public static class Program
         (ResizeCommand.Options, ResizeCommand.Run),
         (RebaseCommand.Options, RebaseCommand.Run),
         (AmendCommand.Options, AmendCommand.Run),
+        (CommitCommand.Options, CommitCommand.Run),
         (ServeCommand.Options, ServeCommand.Run),
     ];
 

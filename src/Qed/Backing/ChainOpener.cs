@@ -13,7 +13,8 @@ namespace Qed.Backing;
 /// <item>Open the top file, pick its format (named, or probed), take its locks and begin its open: the format reads and
 /// validates the file, writes nothing, and names its backing file (resolved against its own directory) and format.</item>
 /// <item>While the last image names a backing file (and the chain is wanted): refuse a NUL in the name, a file already in
-/// the chain (a loop) and a chain deeper than the limit; then begin the open of that file the same way, read-only.
+/// the chain (a loop) and a chain deeper than the limit; then begin the open of that file the same way, read-only, except
+/// the one layer <see cref="ImageOpenOptions.WritableBackingDepth"/> names, which is opened writable with a writer's locks.
 /// A failure there becomes "Could not open backing file: ...".</item>
 /// <item>Attach each backing device to the image above it.</item>
 /// <item>Complete the opens, bottom up: only now may an image write (for QED: clear auto-clear bits, repair a need-check image).</item>
@@ -60,19 +61,27 @@ internal static class ChainOpener
         var files = new List<IDisposable>();
         try
         {
-            var backingOptions = options with { ReadOnly = true };
+            var backingOptions = options with { ReadOnly = true, WritableBackingDepth = 0 };
+            // The writable layer is opened as a writer would open it as the top image: no force-share, its own need-check repair.
+            var writableOptions = options with { ReadOnly = false, ForceShare = false, WritableBackingDepth = 0 };
             for (var last = top; !options.NoBacking && last.BackingPath is { } backingPath; last = openings[^1])
             {
                 chain = chain.Enter(backingPath, options);
-                var (file, opening) = await BeginBackingAsync(backingPath, last.BackingFormat, backingOptions, useAsync, cancellationToken).ConfigureAwait(false);
+                var layerOptions = openings.Count == options.WritableBackingDepth ? writableOptions : backingOptions;
+                var (file, opening) = await BeginBackingAsync(backingPath, last.BackingFormat, layerOptions, useAsync, cancellationToken).ConfigureAwait(false);
                 files.Add(file);
                 openings.Add(opening);
+            }
+            if (options.WritableBackingDepth >= openings.Count)
+            {
+                throw new QedBackingFileException($"'{top.Device.FileName}' has no backing file at depth {options.WritableBackingDepth} to open writable (its chain has {openings.Count - 1})");
             }
             for (int i = openings.Count - 1; i > 0; i--)
             {
                 openings[i - 1].AttachBacking(openings[i].Device);
             }
-            // From here nothing can fail without an image having been asked to write; lower images are read-only and write nothing.
+            // From here nothing can fail without an image having been asked to write. Lower images are read-only and write
+            // nothing, except a layer opened writable, which completes (and may repair itself) before the images above it.
             for (int i = openings.Count - 1; i >= 0; i--)
             {
                 await openings[i].CompleteAsync(useAsync, cancellationToken).ConfigureAwait(false);
@@ -130,8 +139,9 @@ internal static class ChainOpener
             }
             // The format decides the locks; they are taken before anything (a repair, an auto-clear rewrite) is written.
             file.Lock(ImageLockSet.ForOpen(format, options));
-            var opening = await format.BeginOpenAsync(file, options, useAsync, cancellationToken).ConfigureAwait(false);
-            return (file, opening);
+            var accessor = options.FileWrapper is { } wrap ? wrap(file) : file;
+            var opening = await format.BeginOpenAsync(accessor, options, useAsync, cancellationToken).ConfigureAwait(false);
+            return (accessor, opening);
         }
         catch
         {

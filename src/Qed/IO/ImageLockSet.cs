@@ -17,7 +17,7 @@ namespace Qed.IO;
 /// <item><term>metadata only (qemu-img info)</term><description>holds nothing; refuses what the format refuses.</description></item>
 /// <item><term>create</term><description>holds write, resize (101, 103); refuses resize (203), taken before the file is truncated.</description></item>
 /// </list>
-/// Backing files are opened read-only with the same options, so they get the read-only set of their own format.
+/// Backing files are opened read-only with the same options, so they get the read-only set of their own format (except the layer <see cref="ImageOpenOptions.WritableBackingDepth"/> names, which gets the writable set).
 /// </remarks>
 internal readonly record struct ImageLockSet(ImagePermissions Held, ImagePermissions Refused)
 {

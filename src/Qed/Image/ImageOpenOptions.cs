@@ -70,4 +70,16 @@ public sealed record ImageOpenOptions
 
     /// <summary>Refuse writers of every file of the chain, raw files included, as <c>qemu-img convert</c> does for its source (QED files always refuse them).</summary>
     internal bool ExcludeWriters { get; init; }
+
+    /// <summary>
+    /// The one backing file opened writable, by its depth in the chain (1: the top image's backing file, 2: the backing
+    /// file of that, ...), as <c>commit</c> needs for its base; 0 (the default): every backing file is read-only. That layer
+    /// takes a writer's locks (an image in use elsewhere is refused as for any writable open), is repaired on open when
+    /// its need-check bit is set, and is written by the caller through <see cref="IO.BlockDevice.Backing"/>; the images
+    /// above it read through it as through any backing file. The open fails when the chain is not that deep.
+    /// </summary>
+    internal int WritableBackingDepth { get; init; }
+
+    /// <summary>Wraps each file of the chain once it is open and locked, before its format reads it (tests inject faults there); null: none.</summary>
+    internal Func<IO.FileAccessor, IO.FileAccessor>? FileWrapper { get; init; }
 }

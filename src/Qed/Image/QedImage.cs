@@ -332,13 +332,24 @@ public sealed partial class QedImage : BlockDevice
         }
         finally
         {
-            if (_backing is not null && useAsync)
+            try
             {
-                await _backing.DisposeAsync().ConfigureAwait(false);
+                if (_backing is not null && useAsync)
+                {
+                    await _backing.DisposeAsync().ConfigureAwait(false);
+                }
+                else
+                {
+                    _backing?.Dispose();
+                }
             }
-            else
+            finally
             {
-                _backing?.Dispose();
+                // A writable backing file (commit's base) can fail its close; this file is released all the same.
+                _file.Dispose();
+                _space.Dispose();
+                _tables.Dispose();
+                _headerState.Dispose();
             }
             _file.Dispose();
             _space.Dispose();
