@@ -1,3 +1,4 @@
+using System.Numerics;
 using Qed.Backing;
 using Qed.Cli.CommandLine;
 using Qed.Cli.Commands.Convert;
@@ -227,14 +228,20 @@ internal static class ConvertCommand
     }
 
     /// <summary>
-    /// The copier for the options: the zero-detection granule is <c>-S</c> (4 KiB by default), rounded up to whole clusters
-    /// of a QED target (a cluster is allocated whole, so testing less than one for zeros would not save space).
+    /// The copier for the options. The zero-detection granule is <c>-S</c> (4 KiB by default) rounded down to a power of
+    /// two, so zero and data runs change at aligned offsets as qemu-img's do (it aligns them to the power of two below
+    /// <c>-S</c>), and up to whole clusters of a QED target (a cluster is allocated whole, so testing less than one for
+    /// zeros would not save space).
     /// </summary>
     private static SparseCopier Copier(BlockDevice source, BlockDevice target, long size, int clusterSize, CopySettings settings, TargetContent content)
     {
         long sparse = settings.SparseSize ?? RawGranule;
         bool hasClusters = target.FormatName != ImageFormats.Raw.Name;
-        long granule = sparse == 0 ? clusterSize : hasClusters ? (sparse + clusterSize - 1) / clusterSize * clusterSize : sparse;
+        long granule = sparse == 0 ? clusterSize : (long)BitOperations.RoundUpToPowerOf2((ulong)sparse + 1) / 2;
+        if (hasClusters)
+        {
+            granule = (granule + clusterSize - 1) / clusterSize * clusterSize;
+        }
         return new SparseCopier(source, target, size, (int)Math.Min(granule, MaxSparseSize))
         {
             TargetContent = content,
