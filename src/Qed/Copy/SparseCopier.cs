@@ -13,8 +13,9 @@ namespace Qed.Copy;
 /// <remarks>
 /// 1. A reader walks the source's extent map (<see cref="ExtentMap"/>). Ranges that read as zeros (zero clusters, holes,
 ///    unallocated ranges of the whole chain) are stepped over whole, however long, without reading them.
-/// 2. Data extents are read through the source, neighbours together, in pieces of at most <see cref="ChunkSize"/> that
-///    never cross an aligned <see cref="ChunkSize"/> boundary, gathered into batches of one <see cref="ChunkSize"/> buffer.
+/// 2. Data extents are read through the source, neighbours together, in pieces of at most one batch (<see cref="ChunkSize"/>,
+///    divided among the writers so that their memory stays that of one writer) that never cross an aligned batch
+///    boundary, gathered into batches of one buffer.
 ///    Each batch covers the disk from where the previous one ended, and is numbered in disk order. The reader runs ahead
 ///    of the writers through a small bounded queue, so reading the next pieces overlaps writing these.
 /// 3. A writer takes a batch and decides, per granule (the zero-detection unit: <c>-S</c>, or the target's cluster size)
@@ -40,8 +41,10 @@ public sealed class SparseCopier
     /// <summary>The most writers allowed (qemu-img's limit for <c>-m</c>).</summary>
     internal const int MaxWriters = 16;
 
-    // Batches queued ahead of the writers beyond one per writer: enough to keep both sides busy; each holds a ChunkSize buffer.
-    private const int ExtraQueueDepth = 2;
+    // Batches queued ahead of the writers: enough to keep both sides busy; each holds a batch buffer.
+    private const int QueueDepth = 2;
+    // The smallest batch, however many writers: below it the per-write cost of a QED target starts to show.
+    private const int MinBatchSize = 128 * 1024;
     private const int SectorSize = 512;
 
     private readonly BlockDevice _source;
@@ -54,6 +57,7 @@ public sealed class SparseCopier
     private long _nextToFinish;
     private long _done;
     private byte[]? _zeros;
+    private int _batchSize = ChunkSize;
 
     /// <summary>Creates a copier of the first <paramref name="size"/> bytes of <paramref name="source"/>'s disk; bytes past its end read as zeros.</summary>
     /// <param name="source">The device to copy (its backing chain is read through).</param>
@@ -122,15 +126,20 @@ public sealed class SparseCopier
         {
             throw new InvalidOperationException("A baseline device goes with TargetContent.Baseline, and only with it");
         }
+        _batchSize = BatchSizeFor(Writers);
         if (WriteEverything)
         {
-            _zeros = new byte[ChunkSize];
+            _zeros = new byte[_batchSize];
         }
         var run = new CopyRun(this, progress, useAsync, cancellationToken);
         await run.RunAsync().ConfigureAwait(false);
     }
 
-    private static long NextBoundary(long offset) => (offset / ChunkSize + 1) * ChunkSize;
+    /// <summary>The size of a batch with <paramref name="writers"/> writers: <see cref="ChunkSize"/> shared among them, so the
+    /// buffers in use (queued, one per writer, one being filled) stay near those of a single writer.</summary>
+    internal static int BatchSizeFor(int writers) => writers <= 1 ? ChunkSize : Math.Max(MinBatchSize, ChunkSize / writers);
+
+    private long NextBoundary(long offset) => (offset / _batchSize + 1) * _batchSize;
 
     /// <summary>Records that the batch numbered <paramref name="sequence"/> is finished; advances <see cref="Done"/> over the batches finished from the start.</summary>
     private void Finish(long sequence, long end, Action<long, long>? progress)
@@ -172,7 +181,7 @@ public sealed class SparseCopier
             _useAsync = useAsync;
             _callerToken = cancellationToken;
             _cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            _queue = Channel.CreateBounded<Batch>(new BoundedChannelOptions(copier.Writers + ExtraQueueDepth)
+            _queue = Channel.CreateBounded<Batch>(new BoundedChannelOptions(QueueDepth)
             {
                 SingleReader = copier.Writers == 1,
                 SingleWriter = true,
@@ -360,8 +369,8 @@ public sealed class SparseCopier
     private readonly record struct WriteAction(long Offset, long Length, ReadOnlyMemory<byte> Data, bool Zeroes);
 
     /// <summary>
-    /// The disk from <see cref="Start"/> to <see cref="End"/>: data pieces gathered in one buffer of <see cref="ChunkSize"/>
-    /// bytes, everything between them reading as zeros in the source. One queue item carries many small scattered pieces,
+    /// The disk from <see cref="Start"/> to <see cref="End"/>: data pieces gathered in one buffer of the batch
+    /// size, everything between them reading as zeros in the source. One queue item carries many small scattered pieces,
     /// so the reader and the writers hand over once per buffer, not once per cluster.
     /// </summary>
     private sealed class Batch(long sequence, long start)
@@ -416,7 +425,7 @@ public sealed class SparseCopier
                 ReadOnlyMemory<byte> baseline = default;
                 if (copier.TargetContent == TargetContent.Baseline && !copier.WriteEverything)
                 {
-                    _baseline ??= ArrayPool<byte>.Shared.Rent(ChunkSize);
+                    _baseline ??= ArrayPool<byte>.Shared.Rent(copier._batchSize);
                     baseline = _baseline.AsMemory(segment.BufferOffset, segment.Length);
                     await ReadBaselineAsync(_baseline.AsMemory(segment.BufferOffset, segment.Length), segment.Offset).ConfigureAwait(false);
                 }
@@ -490,7 +499,7 @@ public sealed class SparseCopier
                 }
                 for (long offset = extent.Offset; offset < extent.End;)
                 {
-                    int length = (int)(Math.Min(NextBoundary(offset), extent.End) - offset);
+                    int length = (int)(Math.Min(copier.NextBoundary(offset), extent.End) - offset);
                     // A buffer of its own: the batch's baseline buffer holds the segments' baseline bytes, in use until the writes.
                     var piece = ArrayPool<byte>.Shared.Rent(length);
                     try
@@ -660,9 +669,9 @@ public sealed class SparseCopier
                     }
                     runEnd = extent.End;
                     // Read the whole chunks now, so a long data extent streams instead of waiting for its end.
-                    while (NextBoundary(runStart) <= runEnd)
+                    while (copier.NextBoundary(runStart) <= runEnd)
                     {
-                        long boundary = NextBoundary(runStart);
+                        long boundary = copier.NextBoundary(runStart);
                         await ReadAsync(runStart, (int)(boundary - runStart)).ConfigureAwait(false);
                         runStart = boundary;
                     }
@@ -690,9 +699,9 @@ public sealed class SparseCopier
             // A writer that zeroes or compares a gap works in proportion to it: keep each batch's gap to about one chunk so
             // the work spreads over the writers. A target that already reads zeros needs nothing for a gap, however long.
             bool gapCostsWork = copier.WriteEverything || copier.TargetContent != TargetContent.Zeros;
-            while (gapCostsWork && end - _batch.End > ChunkSize)
+            while (gapCostsWork && end - _batch.End > copier._batchSize)
             {
-                _batch.End = NextBoundary(_batch.End);
+                _batch.End = copier.NextBoundary(_batch.End);
                 await QueueAsync().ConfigureAwait(false);
             }
             _batch.End = Math.Max(_batch.End, end);
@@ -709,11 +718,11 @@ public sealed class SparseCopier
         /// <summary>Reads a piece of data into the batch, first queuing the batch when the piece does not fit.</summary>
         private async ValueTask ReadAsync(long offset, int length)
         {
-            if (_batch.Used + length > ChunkSize)
+            if (_batch.Used + length > copier._batchSize)
             {
                 await QueueAsync().ConfigureAwait(false);
             }
-            _batch.Buffer ??= ArrayPool<byte>.Shared.Rent(ChunkSize);
+            _batch.Buffer ??= ArrayPool<byte>.Shared.Rent(copier._batchSize);
             try
             {
                 await copier._source.ReadCoreAsync(_batch.Buffer.AsMemory(_batch.Used, length), offset, useAsync, cancellationToken).ConfigureAwait(false);
