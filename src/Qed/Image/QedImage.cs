@@ -350,12 +350,8 @@ public sealed partial class QedImage : BlockDevice
                 _space.Dispose();
                 _tables.Dispose();
                 _headerState.Dispose();
+                _resizeGate.Dispose();
             }
-            _file.Dispose();
-            _space.Dispose();
-            _tables.Dispose();
-            _headerState.Dispose();
-            _resizeGate.Dispose();
         }
     }
 }
