@@ -14,7 +14,8 @@ namespace Qed.Copy;
 /// 1. A reader walks the source's extent map (<see cref="ExtentMap"/>). Ranges that read as zeros (zero clusters, holes,
 ///    unallocated ranges of the whole chain) are stepped over whole, however long, without reading them.
 /// 2. Data extents are read through the source, neighbours together, in pieces of at most one batch (<see cref="ChunkSize"/>,
-///    divided among the writers so that their memory stays that of one writer) that never cross an aligned batch
+///    whatever the number of writers: measured on tmpfs, 1 GiB of random data into QED, batches shared among 8 writers
+///    (256 KiB each) took 0.72 s against 0.52 s with whole ones) that never cross an aligned batch
 ///    boundary, gathered into batches of one buffer.
 ///    Each batch covers the disk from where the previous one ended, and is numbered in disk order. The reader runs ahead
 ///    of the writers through a small bounded queue, so reading the next pieces overlaps writing these.
@@ -43,8 +44,6 @@ public sealed class SparseCopier
 
     // Batches queued ahead of the writers: enough to keep both sides busy; each holds a batch buffer.
     private const int QueueDepth = 2;
-    // The smallest batch, however many writers: below it the per-write cost of a QED target starts to show.
-    private const int MinBatchSize = 128 * 1024;
     private const int SectorSize = 512;
 
     private readonly BlockDevice _source;
@@ -57,7 +56,6 @@ public sealed class SparseCopier
     private long _nextToFinish;
     private long _done;
     private byte[]? _zeros;
-    private int _batchSize = ChunkSize;
 
     /// <summary>Creates a copier of the first <paramref name="size"/> bytes of <paramref name="source"/>'s disk; bytes past its end read as zeros.</summary>
     /// <param name="source">The device to copy (its backing chain is read through).</param>
@@ -126,20 +124,15 @@ public sealed class SparseCopier
         {
             throw new InvalidOperationException("A baseline device goes with TargetContent.Baseline, and only with it");
         }
-        _batchSize = BatchSizeFor(Writers);
         if (WriteEverything)
         {
-            _zeros = new byte[_batchSize];
+            _zeros = new byte[ChunkSize];
         }
         var run = new CopyRun(this, progress, useAsync, cancellationToken);
         await run.RunAsync().ConfigureAwait(false);
     }
 
-    /// <summary>The size of a batch with <paramref name="writers"/> writers: <see cref="ChunkSize"/> shared among them, so the
-    /// buffers in use (queued, one per writer, one being filled) stay near those of a single writer.</summary>
-    internal static int BatchSizeFor(int writers) => writers <= 1 ? ChunkSize : Math.Max(MinBatchSize, ChunkSize / writers);
-
-    private long NextBoundary(long offset) => (offset / _batchSize + 1) * _batchSize;
+    private long NextBoundary(long offset) => (offset / ChunkSize + 1) * ChunkSize;
 
     /// <summary>Records that the batch numbered <paramref name="sequence"/> is finished; advances <see cref="Done"/> over the batches finished from the start.</summary>
     private void Finish(long sequence, long end, Action<long, long>? progress)
@@ -425,7 +418,7 @@ public sealed class SparseCopier
                 ReadOnlyMemory<byte> baseline = default;
                 if (copier.TargetContent == TargetContent.Baseline && !copier.WriteEverything)
                 {
-                    _baseline ??= ArrayPool<byte>.Shared.Rent(copier._batchSize);
+                    _baseline ??= ArrayPool<byte>.Shared.Rent(ChunkSize);
                     baseline = _baseline.AsMemory(segment.BufferOffset, segment.Length);
                     await ReadBaselineAsync(_baseline.AsMemory(segment.BufferOffset, segment.Length), segment.Offset).ConfigureAwait(false);
                 }
@@ -699,7 +692,7 @@ public sealed class SparseCopier
             // A writer that zeroes or compares a gap works in proportion to it: keep each batch's gap to about one chunk so
             // the work spreads over the writers. A target that already reads zeros needs nothing for a gap, however long.
             bool gapCostsWork = copier.WriteEverything || copier.TargetContent != TargetContent.Zeros;
-            while (gapCostsWork && end - _batch.End > copier._batchSize)
+            while (gapCostsWork && end - _batch.End > ChunkSize)
             {
                 _batch.End = copier.NextBoundary(_batch.End);
                 await QueueAsync().ConfigureAwait(false);
@@ -718,11 +711,11 @@ public sealed class SparseCopier
         /// <summary>Reads a piece of data into the batch, first queuing the batch when the piece does not fit.</summary>
         private async ValueTask ReadAsync(long offset, int length)
         {
-            if (_batch.Used + length > copier._batchSize)
+            if (_batch.Used + length > ChunkSize)
             {
                 await QueueAsync().ConfigureAwait(false);
             }
-            _batch.Buffer ??= ArrayPool<byte>.Shared.Rent(copier._batchSize);
+            _batch.Buffer ??= ArrayPool<byte>.Shared.Rent(ChunkSize);
             try
             {
                 await copier._source.ReadCoreAsync(_batch.Buffer.AsMemory(_batch.Used, length), offset, useAsync, cancellationToken).ConfigureAwait(false);

@@ -262,7 +262,7 @@ public class SparseCopierParallelTests
         var copier = new SparseCopier(source, target, source.Size) { Writers = writers, OutOfOrder = true };
         var copy = useAsync ? copier.CopyAsync() : Task.Run(() => copier.Copy());
         var e = await Assert.ThrowsAsync<IOException>(() => copy);
-        Assert.Equal($"error while reading at byte {3L * SparseCopier.BatchSizeFor(writers)}: injected read failure", e.Message);
+        Assert.Equal($"error while reading at byte {3L * SparseCopier.ChunkSize}: injected read failure", e.Message);
     }
 
     /// <summary>A disk in memory with a status per 512-byte sector and an optional backing device; records and checks its writes.</summary>
