@@ -50,7 +50,7 @@ internal static class ConvertCommand
     private static readonly CliFlag s_targetIsZero = new('\0', "target-is-zero", "with -n: DESTINATION reads as zeros, so zeros are not written");
     private static readonly CliOption<long> s_sparseSize = new('S', null, "SIZE",
         "shortest run of zeros left unwritten (default 4k; 0 writes everything)", ParseSparseSize);
-    private static readonly CliOption<int> s_writers = new('m', null, "N", "pieces prepared and written at once, 1 to 16 (default 8)", ParseWriters);
+    private static readonly CliOption<int> s_writers = new('m', null, "N", "writes in flight with -W, 1 to 16 (default 8)", ParseWriters);
     private static readonly CliFlag s_outOfOrder = new('W', null, "let the -m writes run concurrently, out of order");
     private static readonly CliFlag s_copyOffload = new('C', null, "copy offloading (accepted; qed copies through memory)");
     private static readonly CliFlag s_compress = new('c', null, "compress (refused: neither qed nor raw compresses)");
@@ -247,7 +247,9 @@ internal static class ConvertCommand
             TargetContent = content,
             Baseline = content == TargetContent.Baseline ? target.Backing : null,
             WriteEverything = sparse == 0,
-            Writers = settings.Writers,
+            // In disk order the writes take turns anyway: one writer was faster and smaller (1 GiB of random data into QED on
+            // tmpfs: 0.46 s and 21 MiB against 0.53 s and 38 MiB with 8), so -m counts only with -W, as the help says.
+            Writers = settings.OutOfOrder ? settings.Writers : 1,
             OutOfOrder = settings.OutOfOrder,
         };
     }
