@@ -26,6 +26,37 @@ public sealed record ImageDescription
 
     /// <summary>What qemu-img shows under "Format specific information" (JSON <c>format-specific</c>), in its order; empty for QED and raw.</summary>
     public IReadOnlyList<ImageDetail> FormatSpecific { get; init; } = [];
+
+    /// <summary>True when the guest data is encrypted (qcow2 AES or LUKS): the metadata can be described, the data cannot be read.</summary>
+    public bool Encrypted { get; init; }
+
+    /// <summary>The internal snapshots the image holds (qcow2), in the order of its snapshot table; empty for QED and raw.</summary>
+    public IReadOnlyList<ImageSnapshot> Snapshots { get; init; } = [];
+}
+
+/// <summary>One internal snapshot as <c>qemu-img info</c> lists it (qcow2 snapshot table entry, QCOW2.md §8).</summary>
+public sealed record ImageSnapshot
+{
+    /// <summary>The snapshot's ID string (<c>1</c>, <c>2</c>, ...).</summary>
+    public required string Id { get; init; }
+
+    /// <summary>The snapshot's name (tag).</summary>
+    public required string Name { get; init; }
+
+    /// <summary>Bytes of saved VM state (0 for a disk-only snapshot).</summary>
+    public long VmStateSize { get; init; }
+
+    /// <summary>When the snapshot was taken: seconds since the Unix epoch.</summary>
+    public long DateSeconds { get; init; }
+
+    /// <summary>When the snapshot was taken: the nanoseconds part.</summary>
+    public long DateNanoseconds { get; init; }
+
+    /// <summary>The guest's run time at the snapshot, in nanoseconds.</summary>
+    public long VmClockNanoseconds { get; init; }
+
+    /// <summary>The instruction count recorded with the snapshot, or null when the entry has none.</summary>
+    public long? InstructionCount { get; init; }
 }
 
 /// <summary>One entry of the format-specific part of <c>qemu-img info</c> (for qcow2: <c>compat</c>, <c>lazy-refcounts</c>, ...).</summary>

@@ -1,5 +1,6 @@
 using System.Text;
 using Qed.Formats.Foreign;
+using Qed.Formats.Qcow2;
 using Qed.Formats.Qed;
 using Qed.Formats.Raw;
 using Qed.IO;
@@ -17,13 +18,17 @@ public static class ImageFormats
     /// <summary>QEMU Enhanced Disk.</summary>
     public static ImageFormat Qed { get; } = new QedFormat();
 
+    /// <summary>qcow2, QEMU's copy-on-write format: read, written by convert, checked.</summary>
+    public static ImageFormat Qcow2 { get; } = new Qcow2Format();
+
     /// <summary>A raw disk: the file's bytes are the disk.</summary>
     public static ImageFormat Raw { get; } = new RawFormat();
 
     private static readonly ImageFormat[] s_registered =
     [
         Qed,
-        ForeignFormat.Qcow2,
+        Qcow2,
+        ForeignFormat.Qcow,
         ForeignFormat.Vmdk,
         ForeignFormat.Vdi,
         ForeignFormat.Vhdx,

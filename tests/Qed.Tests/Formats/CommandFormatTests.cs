@@ -20,6 +20,7 @@ public class CommandFormatTests
     private static byte[] FileOf(string format) => format switch
     {
         "qcow2" => [(byte)'Q', (byte)'F', (byte)'I', 0xfb, 0, 0, 0, 3],
+        "qcow" => [(byte)'Q', (byte)'F', (byte)'I', 0xfb, 0, 0, 0, 1],
         "vmdk" => "KDMV"u8.ToArray(),
         "vdi" => [.. new byte[64], 0x7f, 0x10, 0xda, 0xbe],
         "vhdx" => "vhdxfile"u8.ToArray(),

@@ -15,6 +15,8 @@ public class RegistryTests
     [
         ("qed", "QED\0"u8.ToArray()),
         ("qcow2", [(byte)'Q', (byte)'F', (byte)'I', 0xfb, 0, 0, 0, 3]),
+        ("qcow2", [(byte)'Q', (byte)'F', (byte)'I', 0xfb, 0, 0, 0, 2]),
+        ("qcow", [(byte)'Q', (byte)'F', (byte)'I', 0xfb, 0, 0, 0, 1]),
         ("vmdk", "KDMV"u8.ToArray()),
         ("vmdk", "# Disk DescriptorFile\n"u8.ToArray()),
         ("vdi", [.. "<<< Oracle VM VirtualBox Disk Image >>>\n"u8.ToArray(), .. new byte[24], 0x7f, 0x10, 0xda, 0xbe]),
@@ -36,7 +38,7 @@ public class RegistryTests
             Assert.Equal(format, ImageFormats.Probe(padded).Name);
             ran++;
         }
-        Assert.Equal(10, ran);
+        Assert.Equal(12, ran);
         // Every registered format except raw (the fallback) is covered above.
         Assert.Equal(ImageFormats.All.Select(f => f.Name).Distinct().Order(), s_signatures.Select(s => s.Format).Distinct().Order());
     }
@@ -54,7 +56,7 @@ public class RegistryTests
     [Fact]
     public void Names_AreQemuImgsSpellings_AndUnique()
     {
-        Assert.Equal(["qed", "qcow2", "vmdk", "vdi", "vhdx", "vpc", "raw"], ImageFormats.All.Select(f => f.Name));
+        Assert.Equal(["qed", "qcow2", "qcow", "vmdk", "vdi", "vhdx", "vpc", "raw"], ImageFormats.All.Select(f => f.Name));
         Assert.Same(ImageFormats.Qed, ImageFormats.Find("qed"));
         Assert.Same(ImageFormats.Raw, ImageFormats.Find("raw"));
         Assert.Null(ImageFormats.Find("QED")); // qemu-img's -f is case-sensitive
@@ -71,7 +73,7 @@ public class RegistryTests
         Assert.True(raw.CanOpen && raw.CanWrite && raw.CanCreate);
         Assert.False(raw.SupportsBackingFile || raw.CanCheck || raw.GrowsFile);
         var foreign = ImageFormats.All.Where(f => !f.CanOpen).ToArray();
-        Assert.Equal(["qcow2", "vmdk", "vdi", "vhdx", "vpc"], foreign.Select(f => f.Name));
+        Assert.Equal(["qcow2", "qcow", "vmdk", "vdi", "vhdx", "vpc"], foreign.Select(f => f.Name));
         Assert.All(foreign, f => Assert.False(f.CanWrite || f.CanCreate || f.CanCheck || f.SupportsBackingFile));
         Assert.Equal(["size", "backing_file", "backing_fmt", "cluster_size", "table_size"], qed.CreateOptions.Select(o => o.Name));
         Assert.Equal(["size"], raw.CreateOptions.Select(o => o.Name));

@@ -13,8 +13,8 @@ internal sealed class ForeignFormat : ImageFormat
         _signatures = signatures;
     }
 
-    /// <summary>qcow2 (and qcow version 1): <c>QFI\xfb</c> at 0.</summary>
-    public static ForeignFormat Qcow2 { get; } = new("qcow2", 0, [(byte)'Q', (byte)'F', (byte)'I', 0xfb]);
+    /// <summary>qcow (version 1): <c>QFI\xfb</c> at 0 with a version below 2 (qcow2, probed first, takes the others).</summary>
+    public static ForeignFormat Qcow { get; } = new("qcow", 0, [(byte)'Q', (byte)'F', (byte)'I', 0xfb]);
 
     /// <summary>VMDK: a sparse extent (<c>KDMV</c>) or a text descriptor.</summary>
     public static ForeignFormat Vmdk { get; } = new("vmdk", 0, "KDMV"u8.ToArray(), "# Disk DescriptorFile"u8.ToArray());
