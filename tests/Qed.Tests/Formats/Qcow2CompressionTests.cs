@@ -3,6 +3,7 @@ using System.Text;
 using Qed.Formats.Qcow2;
 using Qed.Formats.Qcow2.Compression;
 using Qed.Tests.Infrastructure;
+using Qed.Tests.Interop;
 
 namespace Qed.Tests.Formats;
 
@@ -15,29 +16,30 @@ public sealed class Qcow2CompressionTests
     private const ulong CopiedFlag = 1UL << 63;
     private const ulong OffsetMask = 0x00FF_FFFF_FFFF_FE00;
 
-    /// <summary>QCOW2.md §16.1 Q07, Q08, Q19: `qemu-img convert -c` of 3 MiB of text and 1 MiB of noise.</summary>
-    public static TheoryData<string, string, int, int> QemuCompressedImages => new()
+    /// <summary>QCOW2.md §16.1 Q07, Q08, Q19 (Qcow2Fixtures): `qemu-img convert -c` of 3 MiB of text and 1 MiB of noise.</summary>
+    public static TheoryData<string, int, int> QemuCompressedImages => new()
     {
-        // name, -o options, compressed clusters, uncompressed clusters
-        { "Q07", "cluster_size=64k", 48, 16 },
-        { "Q08", "cluster_size=64k,compression_type=zstd", 48, 16 },
-        { "Q19", "cluster_size=4k", 768, 256 },
+        // fixture, compressed clusters, uncompressed clusters
+        { "Q07", 48, 16 },
+        { "Q08", 48, 16 },
+        { "Q19", 768, 256 },
     };
 
     /// <summary>
-    /// Each compressed cluster of a qemu-img-made image decodes to QEMU's view of that cluster; its descriptor encodes
-    /// back to the same entry; our encoder gives QEMU's bytes exactly (zlib) and keeps noise uncompressed as QEMU did.
+    /// Each compressed cluster of a qemu-img-made image decodes to QEMU's view of that cluster (and the disk rebuilt
+    /// from them has the §16.2 digest); its descriptor encodes back to the same entry; our encoder gives QEMU's bytes
+    /// exactly and keeps noise uncompressed as QEMU did.
     /// </summary>
     [Theory]
     [MemberData(nameof(QemuCompressedImages))]
-    public void Qemu_compressed_clusters_decode_to_qemus_read(string name, string options, int expectedCompressed, int expectedPlain)
+    public void Qemu_compressed_clusters_decode_to_qemus_read(string name, int expectedCompressed, int expectedPlain)
     {
+        var fixture = Qcow2Fixtures.Get(name);
         using var dir = new TempDirectory();
-        File.WriteAllBytes(dir.File("mixed.raw"), MixedDisk());
-        Tools.QemuImg(dir.Path, "convert", "-c", "-O", "qcow2", "-o", options, "mixed.raw", name + ".qcow2");
-        Tools.QemuImg(dir.Path, "convert", "-f", "qcow2", "-O", "raw", name + ".qcow2", "qemu.raw");
-        byte[] image = File.ReadAllBytes(dir.File(name + ".qcow2"));
+        Tools.QemuImg(dir.Path, "convert", "-f", "qcow2", "-O", "raw", fixture.Path, "qemu.raw");
+        byte[] image = File.ReadAllBytes(fixture.Path);
         byte[] disk = File.ReadAllBytes(dir.File("qemu.raw"));
+        byte[] rebuilt = new byte[disk.Length];
         var header = Qcow2Header.Parse(image.AsSpan(0, Qcow2Header.ReadLength));
         var type = (Qcow2CompressionType)header.CompressionType;
         int clusterBits = (int)header.ClusterBits, clusterSize = 1 << clusterBits;
@@ -50,6 +52,7 @@ public sealed class Qcow2CompressionTests
             if ((entry & Qcow2CompressedDescriptor.CompressedFlag) == 0)
             {
                 plain++;
+                image.AsSpan((int)(entry & OffsetMask), clusterSize).CopyTo(rebuilt.AsSpan((int)guestOffset));
                 Assert.Equal(-1, Qcow2Compression.Compress(type, expected, ours));
                 continue;
             }
@@ -60,6 +63,7 @@ public sealed class Qcow2CompressionTests
             Array.Clear(cluster);
             Qcow2Compression.Decompress(type, image.AsSpan((int)descriptor.HostOffset, descriptor.Length), cluster);
             Assert.True(expected.SequenceEqual(cluster), $"{name}: cluster at guest 0x{guestOffset:x} differs from qemu's read");
+            cluster.CopyTo(rebuilt, (int)guestOffset);
 
             int length = Qcow2Compression.Compress(type, expected, ours);
             Assert.InRange(length, 1, clusterSize - 1);
@@ -72,6 +76,7 @@ public sealed class Qcow2CompressionTests
         TestSeed.Report($"{name}: {compressed} compressed clusters decoded, {plain} plain, {identical} of ours byte-identical to qemu's");
         Assert.Equal(expectedCompressed, compressed);
         Assert.Equal(expectedPlain, plain);
+        Assert.Equal(fixture.Digest, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(rebuilt)));
         // zlib: the same library with QEMU's parameters; zstd: ZstdSharp is a faithful port of the same encoder.
         Assert.Equal(compressed, identical);
     }
@@ -482,20 +487,6 @@ public sealed class Qcow2CompressionTests
     {
         int pad = (int)((alignment - stream.Position % alignment) % alignment);
         stream.Write(new byte[pad]);
-    }
-
-    /// <summary>The §16.1 source disk: 3 MiB of numbered lines, 1 MiB of noise at 6.25 MiB, 16 MiB in all.</summary>
-    private static byte[] MixedDisk()
-    {
-        byte[] disk = new byte[16 << 20];
-        var text = new StringBuilder();
-        for (int i = 0; text.Length < 3 << 20; i++)
-        {
-            text.Append(i.ToString("D7", System.Globalization.CultureInfo.InvariantCulture)).Append('\n');
-        }
-        Encoding.ASCII.GetBytes(text.ToString(0, 3 << 20)).CopyTo(disk, 0);
-        new Random(7).NextBytes(disk.AsSpan(100 * 65536, 1 << 20));
-        return disk;
     }
 
     private static byte[][] SampleClusters(int clusterSize, Random random)
