@@ -60,12 +60,17 @@ internal sealed partial class Qcow2Image
         byte[] l1 = new byte[(long)header.L1Size * sizeof(ulong)];
         await file.ReadZeroPaddedAsync(l1, (long)header.L1TableOffset, useAsync, cancellationToken).ConfigureAwait(false);
 
+        byte[]? luks = options.MetadataOnly ? await Qcow2ImageDetails.ReadLuksHeaderAsync(file, extensions, useAsync, cancellationToken).ConfigureAwait(false) : null;
+        var bitmaps = await Qcow2ImageDetails.ReadBitmapsAsync(file, extensions, useAsync, cancellationToken).ConfigureAwait(false);
+
         // Last, so that nothing can fail after it is open: QEMU opens the name as stored, relative to the current directory.
         var dataFile = externalData && !options.MetadataOnly ? HandleFileAccessor.Open(extensions.DataFileName!, readOnly: true) : null;
         var map = new Qcow2Mapping(file, header, l1, externalData, options);
         return new Qcow2Image(file, dataFile, header, extensions, snapshots, map, backingName)
         {
             BackingFilePath = backingName is null ? null : BackingChain.Resolve(file.Path, backingName),
+            LuksHeader = luks,
+            Bitmaps = bitmaps,
         };
     }
 
