@@ -36,9 +36,10 @@ internal static class CheckCommand
     /// <summary>The options of <c>qed check</c>.</summary>
     public static OptionTable Options { get; } = new("check", "FILE",
         """
-        Check the metadata of a QED image. Without -r nothing on disk changes.
-        -r leaks reclaims leaked clusters at the end of the file; -r all also zeroes
-        invalid table entries. After a repair the image is checked again.
+        Check the metadata of a QED or qcow2 image. Without -r nothing on disk changes.
+        -r leaks reclaims leaked clusters at the end of a QED file; -r all also zeroes
+        invalid table entries. After a repair the image is checked again. qcow2 images
+        are checked read-only (-r is refused) and without their backing files.
         Exit status: 0 clean, 1 check failed, 2 corruptions, 3 only leaks,
         63 format without checks (raw).
         """,
@@ -67,7 +68,14 @@ internal static class CheckCommand
             throw new CliException($"Could not open '{fileName}': {ImageOpener.ForceShareNeedsReadOnly}");
         }
 
-        var options = ImageOpener.Options(readOnly: !repair, l2CacheSize, forceShare) with { SkipCheckOnOpen = true };
+        // qcow2 is checked read-only and without its backing chain (the check never reads it, and QEMU hangs on loops).
+        bool qcow2 = TargetFormat(fileName, format) == ImageFormats.Qcow2;
+        if (repair && qcow2)
+        {
+            return context.Error(Qcow2RepairRefused);
+        }
+
+        var options = ImageOpener.Options(readOnly: !repair, l2CacheSize, forceShare) with { SkipCheckOnOpen = true, NoBacking = qcow2 };
         using var device = ImageOpener.Open(fileName, format, options);
         var imageFormat = ImageFormats.Of(device);
         if (!imageFormat.CanCheck)
@@ -80,6 +88,12 @@ internal static class CheckCommand
         try
         {
             result = imageFormat.Check(device, mode);
+            CheckReportWriter.WriteMessages(context.Err, result.Messages);
+            if (result.AbortReason is { } reason)
+            {
+                // The check could not finish: qemu-img prints no report.
+                return context.Error($"Check failed: {reason}");
+            }
             if (result.CorruptionsFixed != 0 || result.LeaksFixed != 0)
             {
                 if (output == "human" && !quiet)
@@ -112,6 +126,26 @@ internal static class CheckCommand
             return context.Error(result.FirstError is null ? "Check failed" : $"Check failed: {result.FirstError}");
         }
         return CheckReportWriter.ExitCode(result);
+    }
+
+    /// <summary>The refusal of <c>-r</c> on a qcow2 image, printed before anything is opened for writing.</summary>
+    internal const string Qcow2RepairRefused = "qcow2 images cannot be repaired (repair not supported); run the check without -r";
+
+    /// <summary>The format the check will open: the one <c>-f</c> names, else the probed one; null when the file cannot be probed (the open then reports why).</summary>
+    private static ImageFormat? TargetFormat(string fileName, string? format)
+    {
+        if (format is not null)
+        {
+            return ImageFormats.Find(format);
+        }
+        try
+        {
+            return File.Exists(fileName) ? ImageFormats.Probe(fileName) : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     /// <summary>The modes as qemu-img documents them: <c>leaks</c> repairs only leaks, <c>all</c> everything.</summary>
