@@ -1,4 +1,5 @@
 using Qed.Tests.Infrastructure;
+using Qed.Tests.Interop;
 using static Qed.Tests.Formats.Qcow2CheckOracle;
 
 namespace Qed.Tests.Formats;
@@ -65,6 +66,27 @@ public sealed class Qcow2CheckTests : IDisposable
     public void Same_as_qemu_img(string name)
     {
         AssertSame(Build(name));
+    }
+
+    public static TheoryData<string> Fixtures => [.. Qcow2Fixtures.All.Where(f => !f.Encrypted).Select(f => f.Name)];
+
+    /// <summary>Every fixture of QCOW2.md §16 (but the encrypted Q16, refused at open): what qemu-img says, and the figures of §16.2.</summary>
+    [Theory]
+    [MemberData(nameof(Fixtures))]
+    public void Fixture_same_as_qemu_img(string name)
+    {
+        var fixture = Qcow2Fixtures.Get(name);
+        var outcome = AssertSame(fixture.Path);
+        Assert.Equal(fixture.Check.ExitCode, outcome.ExitCode);
+        Assert.Equal(fixture.Check.Corruptions, outcome.Counters!["corruptions"]);
+        if (fixture.Check.AllocatedClusters is { } allocated)
+        {
+            Assert.Equal(allocated, outcome.Counters!["allocated-clusters"]);
+        }
+        if (fixture.Check.ImageEndOffset is { } end)
+        {
+            Assert.Equal(end, outcome.Counters!["image-end-offset"]);
+        }
     }
 
     /// <summary>The verified figures of QCOW2.md §13.3 come out of qemu-img at test time too (the table is the spec, the oracle decides).</summary>

@@ -11,6 +11,9 @@ internal sealed partial class Qcow2Format
     /// <summary>The refusal of any repair mode.</summary>
     internal const string RepairNotSupported = "Repairing qcow2 images is not supported (check without -r)";
 
+    /// <summary>The refusal of an encrypted image.</summary>
+    internal const string EncryptedNotChecked = "encrypted qcow2 images are not supported";
+
     private const uint BitmapsExtension = 0x2385_2875;
     private const uint CryptoExtension = 0x0537_BE77;
     private const int BitmapsExtensionLength = 24;
@@ -31,6 +34,11 @@ internal sealed partial class Qcow2Format
         await file.ReadZeroPaddedAsync(head, 0, useAsync, cancellationToken).ConfigureAwait(false);
         var header = Qcow2Header.Parse(head);
         header.Validate(forWriting: false, forCheck: true);
+        if (header.CryptMethod != 0)
+        {
+            // The check would need the key to open the image in QEMU; qed does not decrypt (QCOW2.md §9).
+            throw new QedUnsupportedException(EncryptedNotChecked);
+        }
         byte[] cluster0 = new byte[header.ClusterSize];
         await file.ReadZeroPaddedAsync(cluster0, 0, useAsync, cancellationToken).ConfigureAwait(false);
         var layout = CheckLayout(header, cluster0);
