@@ -24,6 +24,15 @@ internal sealed record Qcow2CheckLayout
     /// <summary>The bitmaps extension is present but autoclear bit 0 is clear: a program without bitmap support changed the image, so QEMU ignores the bitmaps (their clusters show as leaks) and warns at open.</summary>
     public bool BitmapsInconsistent { get; init; }
 
-    /// <summary>An image with no data file, no encryption and no bitmaps.</summary>
-    public static Qcow2CheckLayout Plain { get; } = new();
+    /// <summary>The layout of an image from its validated header and parsed extensions.</summary>
+    public static Qcow2CheckLayout From(Qcow2Header header, Qcow2Extensions extensions) => new()
+    {
+        HasDataFile = (header.IncompatibleFeatures & Qcow2IncompatibleFeatures.ExternalDataFile) != 0,
+        CryptoOffset = extensions.CryptoHeader?.Offset ?? 0,
+        CryptoLength = extensions.CryptoHeader?.Length ?? 0,
+        BitmapCount = extensions.Bitmaps?.Count ?? 0,
+        BitmapDirectoryOffset = extensions.Bitmaps?.DirectoryOffset ?? 0,
+        BitmapDirectorySize = extensions.Bitmaps?.DirectorySize ?? 0,
+        BitmapsInconsistent = extensions.HasStaleBitmaps,
+    };
 }
