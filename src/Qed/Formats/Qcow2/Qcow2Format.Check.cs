@@ -38,14 +38,15 @@ internal sealed partial class Qcow2Format
         return await Qcow2Checker.CheckAsync(file, header, layout, useAsync, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>Checks an open image; the open already applied the header and extension rules (for a check open: without rules 14, 17, 18 and 28).</summary>
     private protected override ValueTask<CheckResult> CheckCoreAsync(BlockDevice device, RepairMode mode, bool useAsync, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(device);
+        var image = device as Qcow2Image ?? throw new ArgumentException($"'{device.FileName}' is a {device.FormatName} image, not qcow2.", nameof(device));
         if (mode != RepairMode.None)
         {
             throw new QedUnsupportedException(RepairNotSupported);
         }
-        // The reader's image device lands later; until then only files are checked (CheckFileAsync).
-        throw new QedUnsupportedException(RepairNotSupported);
+        return Qcow2Checker.CheckAsync(image.File, image.Header, Qcow2CheckLayout.From(image.Header, image.Extensions), useAsync, cancellationToken);
     }
 }

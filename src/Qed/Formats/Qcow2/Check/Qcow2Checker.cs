@@ -56,6 +56,8 @@ internal sealed class Qcow2Checker
     private long _compressed;
     // QEMU prints its corruption notice once, when a lookup first meets the bad block.
     private bool _noticeReported;
+    private long _lastBlockIndex = -1;
+    private byte[]? _lastBlock;
 
     private Qcow2Checker(FileAccessor file, Qcow2Header header, Qcow2CheckLayout layout, long fileLength)
     {
@@ -523,14 +525,34 @@ internal sealed class Qcow2Checker
         }
     }
 
-    private async ValueTask<ulong?> StoredRefcountAsync(long cluster, bool useAsync, CancellationToken cancellationToken)
+    private ValueTask<ulong?> StoredRefcountAsync(long cluster, bool useAsync, CancellationToken cancellationToken)
     {
-        ulong? refcount = await _refcounts!.GetAsync(cluster, useAsync, cancellationToken).ConfigureAwait(false);
-        if (refcount is null)
+        // Data clusters come in runs under one block: decode from the last block without a lookup.
+        var refcounts = _refcounts!;
+        long index = cluster >> refcounts.BlockBits;
+        if (index == _lastBlockIndex && _lastBlock is { } block)
+        {
+            return new((ulong?)Qcow2RefcountReader.Decode(block, cluster & ((1L << refcounts.BlockBits) - 1), (int)_header.RefcountOrder));
+        }
+        return LookUpAsync(cluster, index, useAsync, cancellationToken);
+    }
+
+    private async ValueTask<ulong?> LookUpAsync(long cluster, long index, bool useAsync, CancellationToken cancellationToken)
+    {
+        var refcounts = _refcounts!;
+        if (index >= refcounts.Table.Length)
+        {
+            return 0;
+        }
+        byte[]? block = await refcounts.GetBlockAsync(index, useAsync, cancellationToken).ConfigureAwait(false);
+        if (block is null)
         {
             ReportCorruptionNotice();
+            return null;
         }
-        return refcount;
+        _lastBlockIndex = index;
+        _lastBlock = block;
+        return Qcow2RefcountReader.Decode(block, cluster & ((1L << refcounts.BlockBits) - 1), (int)_header.RefcountOrder);
     }
 
     private void ReportCorruptionNotice()

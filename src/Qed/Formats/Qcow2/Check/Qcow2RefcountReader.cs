@@ -67,22 +67,6 @@ internal sealed class Qcow2RefcountReader
         return new Qcow2RefcountReader(file, table, (int)header.ClusterBits, (int)header.RefcountOrder, fileLength);
     }
 
-    /// <summary>The stored refcount of host cluster <paramref name="cluster"/>, or null when QEMU's lookup fails (an unaligned or unreadable block: EIO).</summary>
-    public async ValueTask<ulong?> GetAsync(long cluster, bool useAsync, CancellationToken cancellationToken)
-    {
-        long index = cluster >> _blockBits;
-        if (index >= _table.Length)
-        {
-            return 0;
-        }
-        byte[]? block = await GetBlockAsync(index, useAsync, cancellationToken).ConfigureAwait(false);
-        if (block is null)
-        {
-            return null;
-        }
-        return Decode(block, cluster & ((1L << _blockBits) - 1), _refcountOrder);
-    }
-
     /// <summary>
     /// The block holding the refcounts of table index <paramref name="index"/> (below the table length): an all-zero block
     /// for an empty entry, null when the lookup fails.

@@ -16,6 +16,8 @@ internal sealed class Qcow2ReferenceCounts
     private const int PageSize = 1 << PageShift;
     private readonly Dictionary<long, uint[]> _pages = [];
     private readonly uint _max;
+    private long _lastKey = -1;
+    private uint[]? _lastPage;
 
     /// <param name="clusters">Clusters of the file (QEMU's starting table length).</param>
     /// <param name="refcountBits">Width of the image's refcounts: the count that overflows is <c>2^bits - 1</c>.</param>
@@ -47,10 +49,17 @@ internal sealed class Qcow2ReferenceCounts
             Length = cluster + 1;
         }
         long key = cluster >> PageShift;
-        if (!_pages.TryGetValue(key, out var page))
+        // Clusters are mostly counted in runs: keep the last page at hand.
+        uint[]? page = key == _lastKey ? _lastPage : null;
+        if (page is null)
         {
-            page = new uint[PageSize];
-            _pages.Add(key, page);
+            if (!_pages.TryGetValue(key, out page))
+            {
+                page = new uint[PageSize];
+                _pages.Add(key, page);
+            }
+            _lastKey = key;
+            _lastPage = page;
         }
         ref uint count = ref page[cluster & (PageSize - 1)];
         if (count == _max)
