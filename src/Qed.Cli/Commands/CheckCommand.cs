@@ -18,6 +18,10 @@ namespace Qed.Cli.Commands;
 /// decides the exit code, as in qemu-img. <c>-r leaks</c> only reclaims leaked clusters at the end of the file (and only
 /// while no corruption remains); <c>-r all</c> also zeroes invalid table entries. qemu-img's QED driver does the latter
 /// for either mode (QED-FORMAT.md §8.3); we keep to what qemu-img documents for the two modes.
+/// qcow2 images are checked read-only only (QCOW2.md §13): <c>-r</c> is refused before any writable open, the backing
+/// chain is not opened (the check never reads it; qemu-img hangs on loops), and what the check finds besides its counters
+/// is printed on stderr line by line as qemu-img prints it; a check that cannot finish prints no report, only
+/// <c>Check failed: REASON</c> (exit 1).
 /// </remarks>
 internal static class CheckCommand
 {
