@@ -270,6 +270,11 @@ internal sealed class Qcow2Checker
                 Report(string.Create(CultureInfo.InvariantCulture, $"ERROR l2_offset={l2Offset:x}: Table is not cluster aligned; L1 entry corrupted"));
                 _corruptions++;
             }
+            // A table past the end of the file reads as zeros, which name nothing: skip it (hostile L1s cost no walk).
+            if ((long)l2Offset >= _fileLength)
+            {
+                continue;
+            }
             // QEMU reads the table where the entry says, aligned or not.
             await ReadAsync(table, (long)l2Offset, "check_refcounts_l2", useAsync, cancellationToken).ConfigureAwait(false);
             CheckL2(table, active);
@@ -503,6 +508,10 @@ internal sealed class Qcow2Checker
             {
                 _corruptions++;
                 Report(string.Create(CultureInfo.InvariantCulture, $"ERROR OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={l1Entry:x} refcount={refcount}"));
+            }
+            if ((long)l2Offset >= _fileLength)
+            {
+                continue;
             }
             await ReadAsync(table, (long)l2Offset, null, useAsync, cancellationToken).ConfigureAwait(false);
             for (int j = 0; j < entries; j++)
