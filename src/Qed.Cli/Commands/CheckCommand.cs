@@ -2,6 +2,7 @@ using Qed.Check;
 using Qed.Cli.CommandLine;
 using Qed.Cli.Commands.Check;
 using Qed.Formats;
+using Qed.Formats.Qcow2;
 
 namespace Qed.Cli.Commands;
 
@@ -89,10 +90,13 @@ internal static class CheckCommand
         }
 
         CheckResult result;
+        var messages = new CheckMessageWriter(context.Err);
         try
         {
-            result = imageFormat.Check(device, mode);
-            CheckReportWriter.WriteMessages(context.Err, result.Messages);
+            // qcow2 hands its messages over as it finds them (there can be millions); other formats collect theirs.
+            result = imageFormat is Qcow2Format qcow2Format ? qcow2Format.Check(device, messages.Write) : imageFormat.Check(device, mode);
+            messages.WriteAll(result.Messages);
+            messages.Flush();
             if (result.AbortReason is { } reason)
             {
                 // The check could not finish: qemu-img prints no report.
@@ -111,6 +115,7 @@ internal static class CheckCommand
         }
         catch (IOException e)
         {
+            messages.Flush();
             return context.Error($"Check failed: {Program.Describe(e)}");
         }
 

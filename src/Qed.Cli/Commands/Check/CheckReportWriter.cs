@@ -55,35 +55,6 @@ internal static class CheckReportWriter
         writer.Write(text.ToString());
     }
 
-    /// <summary>Prints what the check found on the side, line by line, as qemu-img's stderr shows it (driver lines as they are, errors and warnings with the program name).</summary>
-    public static void WriteMessages(TextWriter writer, IReadOnlyList<CheckMessage> messages)
-    {
-        if (messages.Count == 0)
-        {
-            return;
-        }
-        var text = new StringBuilder();
-        foreach (var message in messages)
-        {
-            switch (message.Kind)
-            {
-                case CheckMessageKind.Error:
-                    text.Append(Program.Name).Append(": ").Append(message.Text).Append('\n');
-                    break;
-                case CheckMessageKind.Warning:
-                    text.Append(Program.Name).Append(": warning: ").Append(message.Text).Append('\n');
-                    break;
-                case CheckMessageKind.Unterminated:
-                    text.Append(message.Text);
-                    break;
-                default:
-                    text.Append(message.Text).Append('\n');
-                    break;
-            }
-        }
-        writer.Write(text.ToString());
-    }
-
     /// <summary>The block qemu-img prints after a repair that changed something, before it checks the image again.</summary>
     public static void WriteRepairSummary(TextWriter writer, CheckResult repair)
     {

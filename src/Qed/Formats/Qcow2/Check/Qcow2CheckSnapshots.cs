@@ -40,21 +40,21 @@ internal static class Qcow2CheckSnapshots
     /// <summary>What reading the table gave.</summary>
     public sealed record Result(IReadOnlyList<Qcow2CheckSnapshot> Snapshots, long TableSize, long Corruptions, long CheckErrors, string? AbortReason);
 
-    /// <summary>Reads the table named by <paramref name="header"/>, appending QEMU's messages to <paramref name="log"/>.</summary>
-    public static async ValueTask<Result> ReadAsync(FileAccessor file, Qcow2Header header, long fileLength, List<CheckMessage> log, bool useAsync, CancellationToken cancellationToken)
+    /// <summary>Reads the table named by <paramref name="header"/>, passing QEMU's messages to <paramref name="log"/>.</summary>
+    public static async ValueTask<Result> ReadAsync(FileAccessor file, Qcow2Header header, long fileLength, Action<CheckMessage> log, bool useAsync, CancellationToken cancellationToken)
     {
         uint count = header.SnapshotCount;
         ulong tableOffset = header.SnapshotsOffset;
         if (count > MaxSnapshots)
         {
-            log.Add(new(CheckMessageKind.Error, "ERROR snapshot table too large"));
-            log.Add(new(CheckMessageKind.Plain, string.Create(CultureInfo.InvariantCulture,
+            log(new(CheckMessageKind.Error, "ERROR snapshot table too large"));
+            log(new(CheckMessageKind.Plain, string.Create(CultureInfo.InvariantCulture,
                 $"You can force-remove all {count - MaxSnapshots} overhanging snapshots with qemu-img check -r all")));
             return new Result([], 0, 0, 1, Errno.FileTooLarge);
         }
         if ((ulong)long.MaxValue - (ulong)count * EntryHeaderSize < tableOffset || tableOffset % (ulong)header.ClusterSize != 0)
         {
-            log.Add(new(CheckMessageKind.Error, "ERROR snapshot table offset invalid"));
+            log(new(CheckMessageKind.Error, "ERROR snapshot table offset invalid"));
             return new Result([], 0, 0, 1, Errno.InvalidArgument);
         }
         if (count == 0)
@@ -79,9 +79,9 @@ internal static class Qcow2CheckSnapshots
             uint extraSize = BinaryPrimitives.ReadUInt32BigEndian(entry.AsSpan(ExtraDataSizeField));
             if (extraSize > MaxExtraData)
             {
-                log.Add(new(CheckMessageKind.Error, string.Create(CultureInfo.InvariantCulture,
+                log(new(CheckMessageKind.Error, string.Create(CultureInfo.InvariantCulture,
                     $"ERROR failed to read the snapshot table: Too much extra metadata in snapshot table entry {i}")));
-                log.Add(new(CheckMessageKind.Plain, "You can force-remove this extra metadata with qemu-img check -r all"));
+                log(new(CheckMessageKind.Plain, "You can force-remove this extra metadata with qemu-img check -r all"));
                 return new Result([], 0, 0, 1, Errno.FileTooLarge);
             }
             // The known extra data (VM state size, disk size, icount) plays no part in the check: skip it all.
@@ -93,8 +93,8 @@ internal static class Qcow2CheckSnapshots
             tableLength += EntryHeaderSize + extraSize + idSize + nameSize;
             if (tableLength > MaxTableBytes || offset - (long)tableOffset > int.MaxValue)
             {
-                log.Add(new(CheckMessageKind.Error, "ERROR failed to read the snapshot table: Snapshot table is too big"));
-                log.Add(new(CheckMessageKind.Plain, string.Create(CultureInfo.InvariantCulture,
+                log(new(CheckMessageKind.Error, "ERROR failed to read the snapshot table: Snapshot table is too big"));
+                log(new(CheckMessageKind.Plain, string.Create(CultureInfo.InvariantCulture,
                     $"You can force-remove all {count - i} overhanging snapshots with qemu-img check -r all")));
                 return new Result([], 0, 0, 1, Errno.FileTooLarge);
             }
@@ -109,7 +109,7 @@ internal static class Qcow2CheckSnapshots
             {
                 if (extraSizes[i] < Version3MinExtraData)
                 {
-                    log.Add(new(CheckMessageKind.Plain, string.Create(CultureInfo.InvariantCulture, $"ERROR snapshot table entry {i} is incomplete")));
+                    log(new(CheckMessageKind.Plain, string.Create(CultureInfo.InvariantCulture, $"ERROR snapshot table entry {i} is incomplete")));
                     corruptions++;
                 }
             }

@@ -46,6 +46,7 @@ internal sealed class Qcow2Checker
     private readonly long _clusterSize;
     private readonly bool _subclusters;
     private readonly List<CheckMessage> _log = [];
+    private readonly Action<CheckMessage> _report;
     private readonly Qcow2ReferenceCounts _references;
     private Qcow2RefcountReader? _refcounts;
     private long _corruptions;
@@ -59,8 +60,9 @@ internal sealed class Qcow2Checker
     private long _lastBlockIndex = -1;
     private byte[]? _lastBlock;
 
-    private Qcow2Checker(FileAccessor file, Qcow2Header header, Qcow2CheckLayout layout, long fileLength)
+    private Qcow2Checker(FileAccessor file, Qcow2Header header, Qcow2CheckLayout layout, long fileLength, Action<CheckMessage>? report)
     {
+        _report = report ?? _log.Add;
         _file = file;
         _header = header;
         _layout = layout;
@@ -71,12 +73,16 @@ internal sealed class Qcow2Checker
         _references = new Qcow2ReferenceCounts(ClustersOf(fileLength), header.RefcountBits);
     }
 
-    /// <summary>Checks the image in <paramref name="file"/>, whose <paramref name="header"/> passed <see cref="Qcow2Header.Validate"/> for a check.</summary>
+    /// <summary>
+    /// Checks the image in <paramref name="file"/>, whose <paramref name="header"/> passed <see cref="Qcow2Header.Validate"/>
+    /// for a check. <paramref name="report"/> receives each message as it is found (a damaged image can yield millions);
+    /// when it is null they are collected in <see cref="CheckResult.Messages"/>.
+    /// </summary>
     /// <exception cref="IOException">The file could not be read.</exception>
-    public static async ValueTask<CheckResult> CheckAsync(FileAccessor file, Qcow2Header header, Qcow2CheckLayout layout, bool useAsync, CancellationToken cancellationToken)
+    public static async ValueTask<CheckResult> CheckAsync(FileAccessor file, Qcow2Header header, Qcow2CheckLayout layout, Action<CheckMessage>? report, bool useAsync, CancellationToken cancellationToken)
     {
         long fileLength = file.GetLength();
-        var checker = new Qcow2Checker(file, header, layout, fileLength);
+        var checker = new Qcow2Checker(file, header, layout, fileLength, report);
         string? abortReason = null;
         try
         {
@@ -111,12 +117,12 @@ internal sealed class Qcow2Checker
         if (_layout.BitmapsInconsistent)
         {
             // QEMU's warning at open, before the check begins; its second sentence ends without a newline.
-            _log.Add(new(CheckMessageKind.Warning, _header.Version < 3
+            _report(new(CheckMessageKind.Warning, _header.Version < 3
                 ? "This qcow2 v2 image contains bitmaps, but they may have been modified by a program without persistent bitmap support; so now they must all be considered inconsistent"
                 : "a program lacking bitmap support modified this file, so all bitmaps are now considered inconsistent"));
-            _log.Add(new(CheckMessageKind.Unterminated, "Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix."));
+            _report(new(CheckMessageKind.Unterminated, "Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix."));
         }
-        var snapshots = await Qcow2CheckSnapshots.ReadAsync(_file, _header, _fileLength, _log, useAsync, cancellationToken).ConfigureAwait(false);
+        var snapshots = await Qcow2CheckSnapshots.ReadAsync(_file, _header, _fileLength, _report, useAsync, cancellationToken).ConfigureAwait(false);
         _corruptions += snapshots.Corruptions;
         _checkErrors += snapshots.CheckErrors;
         if (snapshots.AbortReason is { } reason)
@@ -610,7 +616,7 @@ internal sealed class Qcow2Checker
 
     private long ClustersOf(long bytes) => (long)(((ulong)bytes + (ulong)_clusterSize - 1) >> _clusterBits);
 
-    private void Report(string text) => _log.Add(new CheckMessage(CheckMessageKind.Plain, text));
+    private void Report(string text) => _report(new CheckMessage(CheckMessageKind.Plain, text));
 
     /// <summary>Reads a table, zeros past the end of the file; a failed read stops the check as in QEMU (<paramref name="where"/> names QEMU's function for its message).</summary>
     private async ValueTask ReadAsync(byte[] buffer, long offset, string? where, bool useAsync, CancellationToken cancellationToken)
