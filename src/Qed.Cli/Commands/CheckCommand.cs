@@ -2,6 +2,7 @@ using Qed.Check;
 using Qed.Cli.CommandLine;
 using Qed.Cli.Commands.Check;
 using Qed.Formats;
+using Qed.Formats.Qcow2;
 
 namespace Qed.Cli.Commands;
 
@@ -18,6 +19,10 @@ namespace Qed.Cli.Commands;
 /// decides the exit code, as in qemu-img. <c>-r leaks</c> only reclaims leaked clusters at the end of the file (and only
 /// while no corruption remains); <c>-r all</c> also zeroes invalid table entries. qemu-img's QED driver does the latter
 /// for either mode (QED-FORMAT.md §8.3); we keep to what qemu-img documents for the two modes.
+/// qcow2 images are checked read-only only (QCOW2.md §13): <c>-r</c> is refused before any writable open, the backing
+/// chain is not opened (the check never reads it; qemu-img hangs on loops), and what the check finds besides its counters
+/// is printed on stderr line by line as qemu-img prints it; a check that cannot finish prints no report, only
+/// <c>Check failed: REASON</c> (exit 1).
 /// </remarks>
 internal static class CheckCommand
 {
@@ -36,9 +41,10 @@ internal static class CheckCommand
     /// <summary>The options of <c>qed check</c>.</summary>
     public static OptionTable Options { get; } = new("check", "FILE",
         """
-        Check the metadata of a QED image. Without -r nothing on disk changes.
-        -r leaks reclaims leaked clusters at the end of the file; -r all also zeroes
-        invalid table entries. After a repair the image is checked again.
+        Check the metadata of a QED or qcow2 image. Without -r nothing on disk changes.
+        -r leaks reclaims leaked clusters at the end of a QED file; -r all also zeroes
+        invalid table entries. After a repair the image is checked again. qcow2 images
+        are checked read-only (-r is refused) and without their backing files.
         Exit status: 0 clean, 1 check failed, 2 corruptions, 3 only leaks,
         63 format without checks (raw).
         """,
@@ -67,7 +73,14 @@ internal static class CheckCommand
             throw new CliException($"Could not open '{fileName}': {ImageOpener.ForceShareNeedsReadOnly}");
         }
 
-        var options = ImageOpener.Options(readOnly: !repair, l2CacheSize, forceShare) with { SkipCheckOnOpen = true };
+        // qcow2 is checked read-only and without its backing chain (the check never reads it, and QEMU hangs on loops).
+        bool qcow2 = TargetFormat(fileName, format) == ImageFormats.Qcow2;
+        if (repair && qcow2)
+        {
+            return context.Error(Qcow2RepairRefused);
+        }
+
+        var options = ImageOpener.Options(readOnly: !repair, l2CacheSize, forceShare) with { SkipCheckOnOpen = true, NoBacking = qcow2 };
         using var device = ImageOpener.Open(fileName, format, options);
         var imageFormat = ImageFormats.Of(device);
         if (!imageFormat.CanCheck)
@@ -77,9 +90,18 @@ internal static class CheckCommand
         }
 
         CheckResult result;
+        var messages = new CheckMessageWriter(context.Err);
         try
         {
-            result = imageFormat.Check(device, mode);
+            // qcow2 hands its messages over as it finds them (there can be millions); other formats collect theirs.
+            result = imageFormat is Qcow2Format qcow2Format ? qcow2Format.Check(device, messages.Write) : imageFormat.Check(device, mode);
+            messages.WriteAll(result.Messages);
+            messages.Flush();
+            if (result.AbortReason is { } reason)
+            {
+                // The check could not finish: qemu-img prints no report.
+                return context.Error($"Check failed: {reason}");
+            }
             if (result.CorruptionsFixed != 0 || result.LeaksFixed != 0)
             {
                 if (output == "human" && !quiet)
@@ -93,6 +115,7 @@ internal static class CheckCommand
         }
         catch (IOException e)
         {
+            messages.Flush();
             return context.Error($"Check failed: {Program.Describe(e)}");
         }
 
@@ -112,6 +135,26 @@ internal static class CheckCommand
             return context.Error(result.FirstError is null ? "Check failed" : $"Check failed: {result.FirstError}");
         }
         return CheckReportWriter.ExitCode(result);
+    }
+
+    /// <summary>The refusal of <c>-r</c> on a qcow2 image, printed before anything is opened for writing.</summary>
+    internal const string Qcow2RepairRefused = "qcow2 images cannot be repaired (repair not supported); run the check without -r";
+
+    /// <summary>The format the check will open: the one <c>-f</c> names, else the probed one; null when the file cannot be probed (the open then reports why).</summary>
+    private static ImageFormat? TargetFormat(string fileName, string? format)
+    {
+        if (format is not null)
+        {
+            return ImageFormats.Find(format);
+        }
+        try
+        {
+            return File.Exists(fileName) ? ImageFormats.Probe(fileName) : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
     }
 
     /// <summary>The modes as qemu-img documents them: <c>leaks</c> repairs only leaks, <c>all</c> everything.</summary>

@@ -19,8 +19,22 @@ public sealed record CheckResult
     public long LeaksFixed { get; init; }
     /// <summary>Table reads or repair writes that failed [check-errors].</summary>
     public long CheckErrors { get; init; }
+    /// <summary>Compressed clusters among the allocated ones (qcow2) [compressed-clusters].</summary>
+    public long CompressedClusters { get; init; }
+    /// <summary>End of the last cluster in use or referenced in the image file, 0 when the format does not say (QED) [image-end-offset].</summary>
+    public long ImageEndOffset { get; init; }
     /// <summary>The first error that stopped part of the check, if any.</summary>
     public string? FirstError { get; init; }
+
+    /// <summary>What the check found, line by line in the order found (qemu-img's stderr lines); empty for QED.</summary>
+    internal IReadOnlyList<CheckMessage> Messages { get; init; } = [];
+
+    /// <summary>
+    /// Set when the check could not finish (qcow2: a snapshot table or bitmap directory it cannot read): the reason in
+    /// QEMU's errno wording (<c>File too large</c>). The counters are then incomplete and qemu-img prints no report, only
+    /// <see cref="Messages"/> and <c>Check failed: REASON</c>.
+    /// </summary>
+    internal string? AbortReason { get; init; }
 
     /// <summary>True when nothing is wrong.</summary>
     public bool IsClean => CheckErrors == 0 && Corruptions == 0 && Leaks == 0;

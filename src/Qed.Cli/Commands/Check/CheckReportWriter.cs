@@ -41,12 +41,16 @@ internal static class CheckReportWriter
         }
         if (result.TotalClusters != 0 && result.AllocatedClusters != 0)
         {
-            // qemu-img computes the ratios in double precision and prints them with %0.2f; QED has no compressed clusters.
+            // qemu-img computes the ratios in double precision and prints them with %0.2f.
             string allocated = FormatPercent(result.AllocatedClusters * 100.0 / result.TotalClusters);
             string fragmented = FormatPercent(result.FragmentedClusters * 100.0 / result.AllocatedClusters);
-            string compressed = FormatPercent(0 * 100.0 / result.AllocatedClusters);
+            string compressed = FormatPercent(result.CompressedClusters * 100.0 / result.AllocatedClusters);
             text.Append(CultureInfo.InvariantCulture,
                 $"{result.AllocatedClusters}/{result.TotalClusters} = {allocated}% allocated, {fragmented}% fragmented, {compressed}% compressed clusters\n");
+        }
+        if (result.ImageEndOffset != 0)
+        {
+            text.Append(CultureInfo.InvariantCulture, $"Image end offset: {result.ImageEndOffset}\n");
         }
         writer.Write(text.ToString());
     }
@@ -62,7 +66,7 @@ internal static class CheckReportWriter
     /// <remarks>
     /// qemu-img prints a QDict, whose iteration order is that of its hash buckets; the keys below are written in that
     /// order (verified against qemu-img 7.2 output for QED and qcow2). <c>image-end-offset</c> and
-    /// <c>compressed-clusters</c>, which come first in that order, are never set for QED.
+    /// <c>compressed-clusters</c>, which come first in that order, are set only for qcow2.
     /// </remarks>
     public static void WriteJson(TextWriter writer, string fileName, string format, CheckResult result)
     {
@@ -70,6 +74,8 @@ internal static class CheckReportWriter
         using (var json = new Utf8JsonWriter(buffer, ImageInfoWriter.JsonOptions))
         {
             json.WriteStartObject();
+            WriteIfSet(json, "image-end-offset", result.ImageEndOffset);
+            WriteIfSet(json, "compressed-clusters", result.CompressedClusters);
             WriteIfSet(json, "total-clusters", result.TotalClusters);
             WriteIfSet(json, "corruptions", result.Corruptions);
             WriteIfSet(json, "corruptions-fixed", result.CorruptionsFixed);
