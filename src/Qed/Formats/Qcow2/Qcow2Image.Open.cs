@@ -23,6 +23,11 @@ internal sealed partial class Qcow2Image
     /// <exception cref="QedException">A rule is broken (QEMU's message), the image is encrypted, or a file cannot be read.</exception>
     internal static async ValueTask<Qcow2Image> BeginOpenAsync(FileAccessor file, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
+        if (!options.ReadOnly || !file.IsReadOnly)
+        {
+            // The chain opener refuses this for opens by path; an already open file (a fuzzer's, a test's) lands here.
+            throw new QedUnsupportedException($"'{file.Path}' is a qcow2 image, which this library can open only read-only");
+        }
         bool forCheck = options.SkipCheckOnOpen;
         byte[] head = new byte[Qcow2Header.ReadLength];
         await file.ReadZeroPaddedAsync(head, 0, useAsync, cancellationToken).ConfigureAwait(false);

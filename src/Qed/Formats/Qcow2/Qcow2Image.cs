@@ -113,6 +113,8 @@ internal sealed partial class Qcow2Image : BlockDevice
             var part = destination[..(int)piece.Length];
             switch (piece.Kind)
             {
+                case Qcow2PieceKind.Data when HasExternalData && _dataFile is null:
+                    throw new QedUnsupportedException($"'{FileName}': its external data file is not open (the image was opened for its metadata only)");
                 case Qcow2PieceKind.Data:
                     // Past the end of the file reads as zeros, as in QEMU.
                     await (_dataFile ?? _file).ReadZeroPaddedAsync(part, piece.HostOffset, useAsync, cancellationToken).ConfigureAwait(false);

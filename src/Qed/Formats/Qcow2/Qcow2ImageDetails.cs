@@ -7,29 +7,11 @@ namespace Qed.Formats.Qcow2;
 
 /// <summary>
 /// The nested parts of qemu-img's format-specific data for qcow2 that live outside cluster 0: the persistent bitmaps
-/// (from the bitmap directory) and the LUKS header (<c>encrypt</c>), read at open and described in qemu-img 7.2's key order.
+/// (from the bitmap directory) and the LUKS header (<c>encrypt</c>, described by <see cref="Qcow2LuksDescription"/>), read at open and described in qemu-img 7.2's key order.
 /// </summary>
 /// <remarks>Both are for <c>info</c> only: a part that cannot be parsed is left out rather than failing the open.</remarks>
 internal static class Qcow2ImageDetails
 {
-    /// <summary>Bytes of a LUKS1 header with its eight key slots.</summary>
-    public const int LuksHeaderSize = 592;
-
-    private const int LuksCipherNameOffset = 8;
-    private const int LuksCipherModeOffset = 40;
-    private const int LuksHashSpecOffset = 72;
-    private const int LuksFieldLength = 32;
-    private const int LuksPayloadOffsetOffset = 104;
-    private const int LuksKeyBytesOffset = 108;
-    private const int LuksDigestIterationsOffset = 164;
-    private const int LuksUuidOffset = 168;
-    private const int LuksUuidLength = 40;
-    private const int LuksSlotsOffset = 208;
-    private const int LuksSlotSize = 48;
-    private const int LuksSlotCount = 8;
-    private const uint LuksSlotActive = 0x00AC71F3;
-    private const int LuksSectorSize = 512;
-
     private const int BitmapEntryFixedSize = 24;
     private const int BitmapFlagsOffset = 12;
     private const int BitmapGranularityOffset = 17;
@@ -38,18 +20,16 @@ internal static class Qcow2ImageDetails
     private const uint BitmapInUse = 1;
     private const uint BitmapAuto = 2;
 
-    private static ReadOnlySpan<byte> LuksMagic => [0x4C, 0x55, 0x4B, 0x53, 0xBA, 0xBE]; // "LUKS" 0xBA 0xBE
-
     /// <summary>Reads the LUKS header the encryption extension points at, or null when there is none.</summary>
     public static async ValueTask<byte[]?> ReadLuksHeaderAsync(FileAccessor file, Qcow2Extensions extensions, bool useAsync, CancellationToken cancellationToken)
     {
-        if (extensions.CryptoHeader is not { } crypto || crypto.Offset > long.MaxValue - LuksHeaderSize)
+        if (extensions.CryptoHeader is not { } crypto || crypto.Offset > long.MaxValue - Qcow2LuksDescription.HeaderLength)
         {
             return null;
         }
-        byte[] header = new byte[LuksHeaderSize];
+        byte[] header = new byte[Qcow2LuksDescription.HeaderLength];
         await file.ReadZeroPaddedAsync(header, (long)crypto.Offset, useAsync, cancellationToken).ConfigureAwait(false);
-        return header.AsSpan().StartsWith(LuksMagic) ? header : null;
+        return header;
     }
 
     /// <summary>Reads the bitmap directory (at most 64 MiB - 1 KiB, bounded by the extension's rules) into what <c>info</c> lists.</summary>
@@ -110,66 +90,12 @@ internal static class Qcow2ImageDetails
         }).ToArray(),
     };
 
-    /// <summary>The <c>encrypt</c> object: <c>format: aes</c> for the legacy method, the LUKS header's fields for LUKS; null when the LUKS header is unreadable.</summary>
-    public static ImageDetail? Encrypt(uint cryptMethod, byte[]? luks)
-    {
-        if (cryptMethod == 1)
-        {
-            return new("encrypt", "", ImageDetailKind.Object) { Children = [new("format", "aes", ImageDetailKind.Text)] };
-        }
-        if (luks is null)
-        {
-            return null;
-        }
-        var h = luks.AsSpan();
-        string cipher = CString(h.Slice(LuksCipherNameOffset, LuksFieldLength));
-        string modeSpec = CString(h.Slice(LuksCipherModeOffset, LuksFieldLength));
-        string hash = CString(h.Slice(LuksHashSpecOffset, LuksFieldLength));
-        uint keyBytes = BinaryPrimitives.ReadUInt32BigEndian(h[LuksKeyBytesOffset..]);
-        int dash = modeSpec.IndexOf('-', StringComparison.Ordinal);
-        string mode = dash < 0 ? modeSpec : modeSpec[..dash];
-        string ivgen = dash < 0 ? "" : modeSpec[(dash + 1)..];
-        // XTS keys are two keys of the cipher's size.
-        uint cipherBits = (mode == "xts" ? keyBytes / 2 : keyBytes) * 8;
-        var slots = new List<ImageDetail>();
-        for (int i = 0; i < LuksSlotCount; i++)
-        {
-            var slot = h.Slice(LuksSlotsOffset + i * LuksSlotSize, LuksSlotSize);
-            bool active = BinaryPrimitives.ReadUInt32BigEndian(slot) == LuksSlotActive;
-            ulong keyOffset = (ulong)BinaryPrimitives.ReadUInt32BigEndian(slot[40..]) * LuksSectorSize;
-            slots.Add(new ImageDetail("", "", ImageDetailKind.Object)
-            {
-                Children = active
-                    ? [Boolean("active", true), Number("iters", BinaryPrimitives.ReadUInt32BigEndian(slot[4..])), Number("key-offset", keyOffset), Number("stripes", BinaryPrimitives.ReadUInt32BigEndian(slot[44..]))]
-                    : [Boolean("active", false), Number("key-offset", keyOffset)],
-            });
-        }
-        return new("encrypt", "", ImageDetailKind.Object)
-        {
-            Children =
-            [
-                new("ivgen-alg", ivgen, ImageDetailKind.Text),
-                new("hash-alg", hash, ImageDetailKind.Text),
-                new("cipher-alg", $"{cipher}-{cipherBits.ToString(CultureInfo.InvariantCulture)}", ImageDetailKind.Text),
-                new("uuid", CString(h.Slice(LuksUuidOffset, LuksUuidLength)), ImageDetailKind.Text),
-                new("format", "luks", ImageDetailKind.Text),
-                new("cipher-mode", mode, ImageDetailKind.Text),
-                new("slots", "", ImageDetailKind.List) { Children = slots },
-                Number("payload-offset", (ulong)BinaryPrimitives.ReadUInt32BigEndian(h[LuksPayloadOffsetOffset..]) * LuksSectorSize),
-                Number("master-key-iters", BinaryPrimitives.ReadUInt32BigEndian(h[LuksDigestIterationsOffset..])),
-            ],
-        };
-    }
+    /// <summary>The <c>encrypt</c> object (<see cref="Qcow2LuksDescription"/>); null when the LUKS header was not read or is unusable.</summary>
+    public static ImageDetail? Encrypt(uint cryptMethod, byte[]? luks) =>
+        cryptMethod == 1 ? Qcow2LuksDescription.Aes : luks is null ? null : Qcow2LuksDescription.Describe(luks);
 
     private static ImageDetail Number(string name, ulong value) => new(name, value.ToString(CultureInfo.InvariantCulture), ImageDetailKind.Number);
 
-    private static ImageDetail Boolean(string name, bool value) => new(name, value ? "true" : "false", ImageDetailKind.Boolean);
-
-    private static string CString(ReadOnlySpan<byte> bytes)
-    {
-        int end = bytes.IndexOf((byte)0);
-        return Encoding.ASCII.GetString(end < 0 ? bytes : bytes[..end]);
-    }
 }
 
 /// <summary>One persistent bitmap as <c>info</c> lists it.</summary>

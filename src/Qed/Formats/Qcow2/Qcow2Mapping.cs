@@ -164,7 +164,8 @@ internal sealed class Qcow2Mapping
         switch (type)
         {
             case Qcow2SubclusterType.Invalid:
-                return Unit.Invalid($"Invalid cluster entry found {Where(tableOffset, l2Index)}");
+                // Two spaces, as QEMU 7.2 prints it.
+                return Unit.Invalid($"Invalid cluster entry found  {Where(tableOffset, l2Index)}");
             case Qcow2SubclusterType.Compressed:
                 return _externalData
                     ? Unit.Invalid($"Compressed cluster entry found in image with external data file {Where(tableOffset, l2Index)}")
