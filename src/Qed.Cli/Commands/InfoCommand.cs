@@ -77,6 +77,24 @@ internal static class InfoCommand
         {
             throw new CliException($"Could not open '{locked.ImagePath}': {locked.Message}", locked);
         }
+        catch (CliException e) when (BackingLoop(e) is { } loop)
+        {
+            // qemu-img info walks the chain itself and reports a loop alone, without naming the image it started from.
+            throw new CliException(loop.Message, loop);
+        }
+    }
+
+    /// <summary>The chain's loop refusal inside <paramref name="e"/>, if that is what failed.</summary>
+    private static QedBackingFileException? BackingLoop(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+        {
+            if (e is QedBackingFileException backing && backing.Message.EndsWith(" creates an infinite loop.", StringComparison.Ordinal))
+            {
+                return backing;
+            }
+        }
+        return null;
     }
 
     /// <summary>The lock failure of a backing file inside <paramref name="e"/>, if that is what failed.</summary>

@@ -118,4 +118,68 @@ public sealed class InfoQcow2Tests : IDisposable
         ImageInfoWriter.WriteHuman(ours, info);
         Assert.Equal(Tools.QemuImg(_dir.Path, "info", file).StdOut, ours.ToString());
     }
+
+    public static TheoryData<string> Fixtures() => Qcow2Fixtures.Names();
+
+    /// <summary><c>qed info</c> prints what <c>qemu-img info</c> prints, human and JSON, alone and with its backing chain, with -f and -U.</summary>
+    [Theory]
+    [MemberData(nameof(Fixtures))]
+    public void Info_equals_qemu_img_info(string name)
+    {
+        int compared = 0;
+        foreach (string[] options in new string[][] { [], ["--output=json"], ["--backing-chain"], ["--backing-chain", "--output=json"], ["-U", "-f", "qcow2"] })
+        {
+            Qcow2Cli.AssertSame(["info", .. options, "@" + name]);
+            compared++;
+        }
+        Assert.Equal(5, compared);
+    }
+
+    /// <summary>info never opens an external data file (QEMU 7.2.13's rule): it works where the data file is missing.</summary>
+    [Fact]
+    public void Info_does_not_open_the_data_file()
+    {
+        string image = Qcow2Fixtures.CopyTo("Q17", _dir.Path);
+        File.Delete(_dir.File("Q17.data"));
+        foreach (string output in new[] { "--output=human", "--output=json" })
+        {
+            var qemu = Tools.QemuImg(_dir.Path, "info", output, image);
+            var ours = QedCli.Ok("info", output, image);
+            Assert.Equal(qemu.StdOut, ours.StdOut);
+            Assert.Contains("data", ours.StdOut, StringComparison.Ordinal);
+        }
+    }
+
+    /// <summary>info on a dirty, an encrypted and a snapshot-holding image changes no byte of them.</summary>
+    [Fact]
+    public void Info_changes_nothing()
+    {
+        foreach (string name in new[] { "Q12", "Q13", "Q16" })
+        {
+            string image = Qcow2Fixtures.CopyTo(name, _dir.Path);
+            string before = Tools.Sha256OfFile(image);
+            QedCli.Ok("info", image);
+            QedCli.Ok("info", "--output=json", "--backing-chain", image);
+            Assert.Equal(before, Tools.Sha256OfFile(image));
+        }
+    }
+
+    /// <summary>A backing loop (a over b over a, made with rebase -u): plain info describes the image, --backing-chain fails in qemu-img's one line.</summary>
+    [Fact]
+    public void Backing_loop_is_refused_with_backing_chain_only()
+    {
+        string d = _dir.Path;
+        Tools.QemuImg(d, "create", "-q", "-f", "qcow2", "la.qcow2", "1M");
+        Tools.QemuImg(d, "create", "-q", "-f", "qcow2", "-b", "la.qcow2", "-F", "qcow2", "lb.qcow2");
+        Tools.QemuImg(d, "rebase", "-u", "-b", "lb.qcow2", "-F", "qcow2", "la.qcow2");
+        string image = _dir.File("lb.qcow2");
+        foreach (string[] args in new string[][] { ["info", image], ["info", "--output=json", image], ["info", "--backing-chain", image], ["info", "--backing-chain", "--output=json", image] })
+        {
+            var qemu = Tools.QemuImgRaw(d, args);
+            var ours = QedCli.Run(args);
+            Assert.Equal(qemu.ExitCode, ours.ExitCode);
+            Assert.Equal(qemu.StdOut, ours.StdOut);
+            Assert.Equal(Qcow2Cli.AsQed(qemu.StdErr), ours.StdErr);
+        }
+    }
 }

@@ -163,10 +163,14 @@ internal sealed class ImageComparer
     /// </summary>
     internal static int Status(Extent extent) => extent.State switch
     {
-        BlockState.Data => StatusData | StatusOffsetValid | StatusAllocated,
-        BlockState.Zero => StatusZero | StatusAllocated | (extent.HostOffset >= 0 ? StatusOffsetValid : 0),
-        _ => extent.Device.Backing is null ? StatusZero : StatusZero | StatusAllocated,
+        // A qcow2 compressed cluster is data at no offset of the file; an unallocated qcow2 subcluster of an allocated
+        // cluster (at the bottom of the chain) has one.
+        BlockState.Data => StatusData | StatusAllocated | OffsetFlag(extent),
+        BlockState.Zero => StatusZero | StatusAllocated | OffsetFlag(extent),
+        _ => extent.Device.Backing is null ? StatusZero | OffsetFlag(extent) : StatusZero | StatusAllocated,
     };
+
+    private static int OffsetFlag(Extent extent) => extent.HostOffset >= 0 ? StatusOffsetValid : 0;
 
     private static long SectorStart(long offset) => offset - offset % SectorSize;
 

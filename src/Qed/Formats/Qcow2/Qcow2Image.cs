@@ -63,6 +63,9 @@ internal sealed partial class Qcow2Image : BlockDevice
     /// <summary>The external data file when it was opened (never for metadata-only opens), else null.</summary>
     internal FileAccessor? DataFile => _dataFile;
 
+    /// <summary>qemu-img map names the external data file, as stored, for the data it holds.</summary>
+    internal override string HostFileName => HasExternalData && Extensions.DataFileName is { } name ? name : FileName;
+
     /// <summary>The backing file name as stored, or null.</summary>
     internal string? BackingFileName { get; }
 
