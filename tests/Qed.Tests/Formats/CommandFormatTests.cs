@@ -36,7 +36,7 @@ public class CommandFormatTests
         string path = dir.File("disk");
         File.WriteAllBytes(path, [.. FileOf(format), .. new byte[65536]]);
         string before = Tools.Sha256OfFile(path);
-        string reason = $"'{path}' is a {format} image, which this library does not read (it reads QED and raw images)";
+        string reason = $"'{path}' is a {format} image, which this library does not read (it reads QED, qcow2 and raw images)";
         var commands = new (string[] Args, string Line)[]
         {
             (["info", path], $"qed: Could not open '{path}': {reason}"),
@@ -44,7 +44,7 @@ public class CommandFormatTests
             (["bench", "-c", "1", path], $"qed: Could not open '{path}': {reason}"),
             (["convert", "-O", "raw", path, dir.File("out")], $"qed: Could not open '{path}': {reason}"),
             (["io", "-c", "read 0 512", path], $"qed: can't open device {path}: {reason}"),
-            (["info", "-f", format, path], $"qed: Could not open '{path}': Unknown driver '{format}': this library reads QED and raw images"),
+            (["info", "-f", format, path], $"qed: Could not open '{path}': Unknown driver '{format}': this library reads QED, qcow2 and raw images"),
             (["create", "-f", format, dir.File("new"), "1M"], $"qed: {dir.File("new")}: Unknown file format '{format}'"),
         };
         foreach (var (args, line) in commands)

@@ -72,8 +72,11 @@ public class RegistryTests
         var raw = ImageFormats.Raw;
         Assert.True(raw.CanOpen && raw.CanWrite && raw.CanCreate);
         Assert.False(raw.SupportsBackingFile || raw.CanCheck || raw.GrowsFile);
+        // qcow2 opens read-only (QCOW2.md): never writable; what it creates and checks is its writer's and checker's to say.
+        Assert.True(ImageFormats.Qcow2.CanOpen);
+        Assert.False(ImageFormats.Qcow2.CanWrite);
         var foreign = ImageFormats.All.Where(f => !f.CanOpen).ToArray();
-        Assert.Equal(["qcow2", "qcow", "vmdk", "vdi", "vhdx", "vpc"], foreign.Select(f => f.Name));
+        Assert.Equal(["qcow", "vmdk", "vdi", "vhdx", "vpc"], foreign.Select(f => f.Name));
         Assert.All(foreign, f => Assert.False(f.CanWrite || f.CanCreate || f.CanCheck || f.SupportsBackingFile));
         Assert.Equal(["size", "backing_file", "backing_fmt", "cluster_size", "table_size"], qed.CreateOptions.Select(o => o.Name));
         Assert.Equal(["size"], raw.CreateOptions.Select(o => o.Name));
@@ -87,7 +90,7 @@ public class RegistryTests
     {
         using var dir = new TempDirectory();
         var e = Assert.Throws<QedUnsupportedException>(() => DiskImage.Open(dir.File("missing"), name));
-        Assert.Equal($"Unknown driver '{name}': this library reads QED and raw images", e.Message);
+        Assert.Equal($"Unknown driver '{name}': this library reads QED, qcow2 and raw images", e.Message);
     }
 
     [Theory]
@@ -102,7 +105,7 @@ public class RegistryTests
         {
             await using var device = useAsync ? await DiskImage.OpenAsync(path) : DiskImage.Open(path);
         });
-        Assert.Equal($"'{path}' is a vhdx image, which this library does not read (it reads QED and raw images)", e.Message);
+        Assert.Equal($"'{path}' is a vhdx image, which this library does not read (it reads QED, qcow2 and raw images)", e.Message);
     }
 
     [Fact]

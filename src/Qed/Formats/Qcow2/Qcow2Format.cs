@@ -1,3 +1,8 @@
+using System.Globalization;
+using Qed.Image;
+using Qed.IO;
+using Qed.Tables;
+
 namespace Qed.Formats.Qcow2;
 
 /// <summary>
@@ -13,4 +18,91 @@ internal sealed partial class Qcow2Format : ImageFormat
     /// <inheritdoc />
     // Magic and a version of 2 or more (QCOW2.md §2.4); version 1 is the old qcow format, recognised separately.
     internal override bool Recognizes(ReadOnlySpan<byte> head) => Qcow2Header.IsQcow2(head);
+
+    /// <inheritdoc />
+    // Read-only: a writable open is refused by the chain opener in one line (CanWrite stays false).
+    public override bool CanOpen => true;
+
+    /// <inheritdoc />
+    // QEMU's qcow2 driver refuses to share the image with writers, read-only opens too.
+    internal override bool RefusesSharedWriters => true;
+
+    internal override async ValueTask<ImageOpening> BeginOpenAsync(FileAccessor file, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken) =>
+        new Opening(await Qcow2Image.BeginOpenAsync(file, options, useAsync, cancellationToken).ConfigureAwait(false));
+
+    /// <inheritdoc />
+    public override ImageDescription Describe(BlockDevice device)
+    {
+        var image = Image(device);
+        var header = image.Header;
+        return new ImageDescription
+        {
+            Format = Name,
+            VirtualSize = image.Size,
+            ClusterSize = (int)header.ClusterSize,
+            NeedsCheck = (header.IncompatibleFeatures & Qcow2IncompatibleFeatures.Dirty) != 0,
+            BackingFileName = image.BackingFileName,
+            BackingFilePath = image.BackingFilePath,
+            BackingFormat = image.BackingFormat,
+            Encrypted = header.CryptMethod != 0,
+            Snapshots = image.Snapshots.Describe(),
+            FormatSpecific = FormatSpecific(image),
+        };
+    }
+
+    /// <summary>qemu-img's format-specific data for qcow2, in its order (v2 has only compat, compression type and refcount bits).</summary>
+    private static List<ImageDetail> FormatSpecific(Qcow2Image image)
+    {
+        var header = image.Header;
+        bool v3 = header.Version >= 3;
+        var details = new List<ImageDetail>
+        {
+            new("compat", v3 ? "1.1" : "0.10", ImageDetailKind.Text),
+            new("compression-type", header.CompressionType == 0 ? "zlib" : "zstd", ImageDetailKind.Text),
+        };
+        if (v3)
+        {
+            details.Add(Boolean("lazy-refcounts", (header.CompatibleFeatures & 1) != 0));
+        }
+        details.Add(new("refcount-bits", header.RefcountBits.ToString(CultureInfo.InvariantCulture), ImageDetailKind.Number));
+        if (v3 && image.Extensions.DataFileName is { } dataFile)
+        {
+            details.Add(new("data-file", dataFile, ImageDetailKind.Text));
+        }
+        if (v3 && image.HasExternalData)
+        {
+            details.Add(Boolean("data-file-raw", (header.AutoclearFeatures & 2) != 0));
+        }
+        if (v3)
+        {
+            details.Add(Boolean("corrupt", (header.IncompatibleFeatures & Qcow2IncompatibleFeatures.Corrupt) != 0));
+            details.Add(Boolean("extended-l2", header.ExtendedL2));
+        }
+        return details;
+    }
+
+    private static ImageDetail Boolean(string name, bool value) => new(name, value ? "true" : "false", ImageDetailKind.Boolean);
+
+    /// <inheritdoc />
+    internal override long? GetL2TableSpan(BlockDevice device) => Image(device).L2TableSpan;
+
+    /// <inheritdoc />
+    public override L2CacheStatistics? GetCacheStatistics(BlockDevice device) => Image(device).CacheStatistics;
+
+    private Qcow2Image Image(BlockDevice device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        return device as Qcow2Image ?? throw new ArgumentException($"'{device.FileName}' is a {device.FormatName} image, not {Title}.", nameof(device));
+    }
+
+    private sealed class Opening(Qcow2Image image) : ImageOpening
+    {
+        public override BlockDevice Device => image;
+
+        public override string? BackingPath => image.BackingFilePath;
+
+        public override string? BackingFormat => image.BackingFormat;
+
+        public override void AttachBacking(BlockDevice backing) => image.AttachBacking(backing);
+    }
 }
