@@ -85,10 +85,16 @@ internal static class MapCommand
                     WriteJson(context.Out, extent, written == 0);
                     written++;
                 }
-                else if (extent.IsData && extent.HostOffset >= 0)
+                else if (extent.IsData && extent.HostOffset < 0)
+                {
+                    // qemu-img's human map has no way to show data without a place in a file (qcow2 compressed clusters).
+                    throw new CliException("File contains external, encrypted or compressed clusters.");
+                }
+                else if (extent.IsData)
                 {
                     var layer = extent.Device;
-                    string file = ImageOpener.DisplayName(layer, layer == device ? fileName : layer.FileName);
+                    string file = layer.HostFileName != layer.FileName ? layer.HostFileName
+                        : ImageOpener.DisplayName(layer, layer == device ? fileName : layer.FileName);
                     context.Out.Write($"{Hex(extent.Offset),-16}{Hex(extent.Length),-16}{Hex(extent.HostOffset),-16}{file}\n");
                 }
             }

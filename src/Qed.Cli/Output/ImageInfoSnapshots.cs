@@ -23,7 +23,7 @@ internal static class ImageInfoSnapshots
         {
             string size = SizeFormatter.Format((ulong)snapshot.VmStateSize);
             string date = DateTimeOffset.FromUnixTimeSeconds(snapshot.DateSeconds).ToLocalTime().ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture);
-            string icount = snapshot.InstructionCount is { } count ? count.ToString(CultureInfo.InvariantCulture) : "";
+            string icount = InstructionCount(snapshot) is { } count ? count.ToString(CultureInfo.InvariantCulture) : "";
             text.Append(CultureInfo.InvariantCulture, $"{snapshot.Id,-9} {snapshot.Name,-16} {size,8}{date,20}{Clock(snapshot.VmClockNanoseconds),13}{icount,11}\n");
         }
     }
@@ -36,7 +36,7 @@ internal static class ImageInfoSnapshots
         {
             ulong clock = (ulong)snapshot.VmClockNanoseconds;
             json.WriteStartObject();
-            if (snapshot.InstructionCount is { } count)
+            if (InstructionCount(snapshot) is { } count)
             {
                 json.WriteNumber("icount", count);
             }
@@ -51,6 +51,9 @@ internal static class ImageInfoSnapshots
         }
         json.WriteEndArray();
     }
+
+    /// <summary>The instruction count qemu-img shows: none when the entry has none or holds all ones (qemu's "no count").</summary>
+    private static long? InstructionCount(ImageSnapshot snapshot) => snapshot.InstructionCount is { } count && count != -1 ? count : null;
 
     /// <summary>The guest clock as qemu-img prints it: hours (as many digits as needed), minutes, seconds, milliseconds.</summary>
     private static string Clock(long nanoseconds)

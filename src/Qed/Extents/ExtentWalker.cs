@@ -68,7 +68,8 @@ internal sealed class ExtentWalker
             long readable = FallThrough.Readable(backing, offset, status.Length);
             if (readable == 0)
             {
-                return new Extent(offset, status.Length, BlockState.Unallocated, depth, -1, device);
+                // Keep the layer's host offset: qemu-img map shows it for the unallocated subclusters of an allocated qcow2 cluster.
+                return new Extent(offset, status.Length, BlockState.Unallocated, depth, status.HostOffset, device);
             }
             device = backing!;
             length = readable;

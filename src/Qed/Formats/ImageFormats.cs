@@ -89,7 +89,7 @@ public static class ImageFormats
     internal static QedUnsupportedException NotReadable(string path, ImageFormat format) =>
         new($"'{path}' is a {format.Name} image, which this library does not read (it reads {ReadableList()} images)");
 
-    /// <summary><c>QED and raw</c>: the formats that open, for refusals.</summary>
+    /// <summary><c>QED, qcow2 and raw</c>: the formats that open, for refusals.</summary>
     internal static string ReadableList()
     {
         var readable = s_registered.Where(f => f.CanOpen).Select(f => f.Title).ToArray();

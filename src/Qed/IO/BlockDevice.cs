@@ -58,6 +58,9 @@ public abstract class BlockDevice : IDisposable, IAsyncDisposable
     /// <summary>Path of the file behind the device.</summary>
     public abstract string FileName { get; }
 
+    /// <summary>The file that <see cref="BlockStatus.HostOffset"/> values refer to, as qemu-img map names it: <see cref="FileName"/> unless the guest data lives in a file of its own (a qcow2 external data file).</summary>
+    internal virtual string HostFileName => FileName;
+
     /// <summary>The device that unallocated ranges fall through to, if any.</summary>
     public virtual BlockDevice? Backing => null;
 

@@ -100,4 +100,22 @@ public sealed class InfoQcow2Tests : IDisposable
         ImageInfoWriter.WriteJson(ours, [info], asArray: false);
         Assert.Equal(json, ours.ToString());
     }
+
+    /// <summary>An instruction count of all ones on disk (as the snapshot table hands it over: -1) is qemu's "none": not printed.</summary>
+    [Fact]
+    public void Writer_treats_an_all_ones_instruction_count_as_none()
+    {
+        string file = Make("odd-snapshots");
+        string json = Tools.QemuImg(_dir.Path, "info", "--output=json", file).StdOut;
+        using var document = JsonDocument.Parse(json);
+        var info = QemuInfoJson.ToImageInfo(document.RootElement);
+        Assert.Null(info.Snapshots[0].InstructionCount);
+        info = info with { Snapshots = [info.Snapshots[0] with { InstructionCount = -1 }, .. info.Snapshots.Skip(1)] };
+        var ours = new StringWriter { NewLine = "\n" };
+        ImageInfoWriter.WriteJson(ours, [info], asArray: false);
+        Assert.Equal(json, ours.ToString());
+        ours = new StringWriter { NewLine = "\n" };
+        ImageInfoWriter.WriteHuman(ours, info);
+        Assert.Equal(Tools.QemuImg(_dir.Path, "info", file).StdOut, ours.ToString());
+    }
 }

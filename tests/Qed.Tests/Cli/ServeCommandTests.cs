@@ -79,7 +79,7 @@ public sealed class ServeCommandTests : IDisposable
     [InlineData("qed: address resolution failed for 0.0.0.0:70000: Servname not supported for ai_socktype", "-p", "70000", "@/disk.qed")]
     [InlineData("qed: -p and -b cannot be used with -k (a unix socket has no port or address)", "-k", "@/s.sock", "-p", "10999", "@/disk.qed")]
     [InlineData("qed: -p and -b cannot be used with -k (a unix socket has no port or address)", "-b", "127.0.0.1", "-k", "@/s.sock", "@/disk.qed")]
-    [InlineData("qed: Could not open '@/disk.qed': Unknown driver 'vmdk': this library reads QED and raw images", "-f", "vmdk", "-k", "@/s.sock", "@/disk.qed")]
+    [InlineData("qed: Could not open '@/disk.qed': Unknown driver 'vmdk': this library reads QED, qcow2 and raw images", "-f", "vmdk", "-k", "@/s.sock", "@/disk.qed")]
     [InlineData("qed: TLS credentials directory '@/none' does not exist", "--tls-creds=@/none", "-k", "@/s.sock", "@/disk.qed")]
     [InlineData("qed: Invalid handshake limit 'x'", "--handshake-limit=x", "-k", "@/s.sock", "@/disk.qed")]
     [InlineData("qed: Invalid idle timeout '-1'", "--idle-timeout=-1", "-k", "@/s.sock", "@/disk.qed")]

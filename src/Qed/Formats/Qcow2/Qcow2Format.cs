@@ -50,7 +50,7 @@ internal sealed partial class Qcow2Format : ImageFormat
         };
     }
 
-    /// <summary>qemu-img's format-specific data for qcow2, in its order (v2 has only compat, compression type and refcount bits).</summary>
+    /// <summary>qemu-img's format-specific data for qcow2, in its key order (v2 has only compat, compression type, refcount bits and encrypt).</summary>
     private static List<ImageDetail> FormatSpecific(Qcow2Image image)
     {
         var header = image.Header;
@@ -63,6 +63,10 @@ internal sealed partial class Qcow2Format : ImageFormat
         if (v3)
         {
             details.Add(Boolean("lazy-refcounts", (header.CompatibleFeatures & 1) != 0));
+            if (image.Bitmaps.Count > 0)
+            {
+                details.Add(Qcow2ImageDetails.Bitmaps(image.Bitmaps));
+            }
         }
         details.Add(new("refcount-bits", header.RefcountBits.ToString(CultureInfo.InvariantCulture), ImageDetailKind.Number));
         if (v3 && image.Extensions.DataFileName is { } dataFile)
@@ -72,6 +76,10 @@ internal sealed partial class Qcow2Format : ImageFormat
         if (v3 && image.HasExternalData)
         {
             details.Add(Boolean("data-file-raw", (header.AutoclearFeatures & 2) != 0));
+        }
+        if (Qcow2ImageDetails.Encrypt(header.CryptMethod, image.LuksHeader) is { } encrypt)
+        {
+            details.Add(encrypt);
         }
         if (v3)
         {

@@ -23,6 +23,11 @@ internal sealed partial class Qcow2Image
     /// <exception cref="QedException">A rule is broken (QEMU's message), the image is encrypted, or a file cannot be read.</exception>
     internal static async ValueTask<Qcow2Image> BeginOpenAsync(FileAccessor file, ImageOpenOptions options, bool useAsync, CancellationToken cancellationToken)
     {
+        if (!options.ReadOnly || !file.IsReadOnly)
+        {
+            // The chain opener refuses this for opens by path; an already open file (a fuzzer's, a test's) lands here.
+            throw new QedUnsupportedException($"'{file.Path}' is a qcow2 image, which this library can open only read-only");
+        }
         bool forCheck = options.SkipCheckOnOpen;
         byte[] head = new byte[Qcow2Header.ReadLength];
         await file.ReadZeroPaddedAsync(head, 0, useAsync, cancellationToken).ConfigureAwait(false);
@@ -60,12 +65,17 @@ internal sealed partial class Qcow2Image
         byte[] l1 = new byte[(long)header.L1Size * sizeof(ulong)];
         await file.ReadZeroPaddedAsync(l1, (long)header.L1TableOffset, useAsync, cancellationToken).ConfigureAwait(false);
 
+        byte[]? luks = options.MetadataOnly ? await Qcow2ImageDetails.ReadLuksHeaderAsync(file, extensions, useAsync, cancellationToken).ConfigureAwait(false) : null;
+        var bitmaps = await Qcow2ImageDetails.ReadBitmapsAsync(file, extensions, useAsync, cancellationToken).ConfigureAwait(false);
+
         // Last, so that nothing can fail after it is open: QEMU opens the name as stored, relative to the current directory.
         var dataFile = externalData && !options.MetadataOnly ? HandleFileAccessor.Open(extensions.DataFileName!, readOnly: true) : null;
         var map = new Qcow2Mapping(file, header, l1, externalData, options);
         return new Qcow2Image(file, dataFile, header, extensions, snapshots, map, backingName)
         {
             BackingFilePath = backingName is null ? null : BackingChain.Resolve(file.Path, backingName),
+            LuksHeader = luks,
+            Bitmaps = bitmaps,
         };
     }
 

@@ -51,6 +51,12 @@ internal sealed partial class Qcow2Image : BlockDevice
     /// <summary>The snapshot table (empty when not read: a check open skips it).</summary>
     internal Qcow2SnapshotTable Snapshots { get; }
 
+    /// <summary>The LUKS header (for <c>info</c>), or null when the image has none or it was not read.</summary>
+    internal byte[]? LuksHeader { get; private init; }
+
+    /// <summary>The persistent bitmaps (for <c>info</c>).</summary>
+    internal IReadOnlyList<Qcow2BitmapInfo> Bitmaps { get; private init; } = [];
+
     /// <summary>True when guest data lives in an external data file (incompatible bit 2).</summary>
     internal bool HasExternalData => (Header.IncompatibleFeatures & Qcow2IncompatibleFeatures.ExternalDataFile) != 0;
 
