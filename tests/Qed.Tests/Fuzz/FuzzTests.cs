@@ -78,8 +78,8 @@ public class FuzzTests
 
     /// <summary>
     /// The same for qcow2 (issue 11): eleven qemu-img-made seeds (<see cref="Qcow2FuzzSeeds"/>) mutated by
-    /// <see cref="Qcow2Mutator"/>, each run through <see cref="Qcow2FuzzHarness"/> (info, read, convert, check); inputs
-    /// that ever failed are saved as Regressions/*.qcow2 and replayed.
+    /// <see cref="Qcow2Mutator"/>, each run through <see cref="Qcow2FuzzHarness"/> (info, read, convert, check, and a
+    /// writable open that must be refused); inputs that ever failed are saved as Regressions/*.qcow2 and replayed.
     /// </summary>
     [Fact]
     public async Task Mutated_qcow2_images_end_in_success_or_our_own_errors()

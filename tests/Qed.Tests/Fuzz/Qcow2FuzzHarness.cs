@@ -9,8 +9,8 @@ namespace Qed.Tests.Fuzz;
 /// <summary>
 /// Runs everything the library does with a (possibly hostile) qcow2 image, in memory: open for info (metadata only)
 /// and describe; open read-only, map and read every extent, convert with the CLI's copier; open for a check (no
-/// backing file) and check. Each must end in success or one of our own <see cref="QedException"/>s, and the file
-/// must stay as it was. (A writable open is refused by the path-based chain opener, since qcow2's CanWrite is false.)
+/// backing file) and check; and a writable open, which qcow2 always refuses (also when the caller opened the file).
+/// Each must end in success or one of our own <see cref="QedException"/>s, and the file must stay as it was.
 /// </summary>
 internal static class Qcow2FuzzHarness
 {
@@ -36,6 +36,10 @@ internal static class Qcow2FuzzHarness
             if (!contents.AsSpan().SequenceEqual(input))
             {
                 throw new InvalidOperationException("a read-only open changed the file");
+            }
+            if (OpensWritable(input, path))
+            {
+                throw new InvalidOperationException("a qcow2 image opened writable");
             }
             return new FuzzOutcome(null, opened, false, refused, null, check);
         }
@@ -97,6 +101,20 @@ internal static class Qcow2FuzzHarness
         }
         using var device = Open(file, path, new ImageOpenOptions { ReadOnly = true, NoBacking = true, SkipCheckOnOpen = true });
         return ImageFormats.Qcow2.Check(device);
+    }
+
+    private static bool OpensWritable(byte[] input, string path)
+    {
+        var file = new MemoryFileAccessor(path, (byte[])input.Clone());
+        try
+        {
+            using var device = Open(file, path, new ImageOpenOptions { ReadOnly = false });
+            return true;
+        }
+        catch (QedException)
+        {
+            return false;
+        }
     }
 
     /// <summary>Maps the disk extent by extent and reads what each extent holds (the data side of convert and map).</summary>
