@@ -13,8 +13,8 @@ namespace Qed.Tests.Formats;
 /// </summary>
 public sealed class Qcow2CompressionTests
 {
-    private const ulong CopiedFlag = 1UL << 63;
-    private const ulong OffsetMask = 0x00FF_FFFF_FFFF_FE00;
+    private const ulong CopiedFlag = Qcow2TestLayout.CopiedFlag;
+    private const ulong OffsetMask = Qcow2TestLayout.OffsetMask;
 
     /// <summary>QCOW2.md §16.1 Q07, Q08, Q19 (Qcow2Fixtures): `qemu-img convert -c` of 3 MiB of text and 1 MiB of noise.</summary>
     public static TheoryData<string, int, int> QemuCompressedImages => new()
@@ -46,7 +46,7 @@ public sealed class Qcow2CompressionTests
 
         int compressed = 0, plain = 0, identical = 0;
         byte[] cluster = new byte[clusterSize], ours = new byte[clusterSize];
-        foreach (var (guestOffset, entry, _) in DataEntries(image, header))
+        foreach (var (guestOffset, entry, _) in Qcow2TestLayout.DataEntries(image, header))
         {
             var expected = disk.AsSpan((int)guestOffset, clusterSize);
             if ((entry & Qcow2CompressedDescriptor.CompressedFlag) == 0)
@@ -114,7 +114,7 @@ public sealed class Qcow2CompressionTests
 
         byte[] image = File.ReadAllBytes(dir.File("x.qcow2"));
         var header = Qcow2Header.Parse(image.AsSpan(0, Qcow2Header.ReadLength));
-        var entries = DataEntries(image, header).ToList();
+        var entries = Qcow2TestLayout.DataEntries(image, header).ToList();
         Assert.Equal(count, entries.Count);
 
         using var output = new MemoryStream();
@@ -157,7 +157,7 @@ public sealed class Qcow2CompressionTests
         Assert.True(expected.AsSpan().SequenceEqual(File.ReadAllBytes(dir.File("qemu.raw"))), "qemu-img reads other data than we compressed");
 
         byte[] patched = output.ToArray();
-        foreach (var (guestOffset, entry, _) in DataEntries(patched, header).Where(e => (e.Entry & Qcow2CompressedDescriptor.CompressedFlag) != 0))
+        foreach (var (guestOffset, entry, _) in Qcow2TestLayout.DataEntries(patched, header).Where(e => (e.Entry & Qcow2CompressedDescriptor.CompressedFlag) != 0))
         {
             var descriptor = Qcow2CompressedDescriptor.Decode(entry, clusterBits);
             Qcow2Compression.Decompress(type, patched.AsSpan((int)descriptor.HostOffset, descriptor.Length), buffer);
@@ -447,30 +447,6 @@ public sealed class Qcow2CompressionTests
         Assert.DoesNotContain('\n', exception.Message);
         Assert.StartsWith("compressed cluster (", exception.Message, StringComparison.Ordinal);
         Assert.True(guarded.AsSpan(clusterSize).IndexOfAnyExcept((byte)0xEE) < 0, "the decoder wrote past the cluster");
-    }
-
-    /// <summary>(guest offset, entry, file offset of the entry) of every allocated data cluster, in guest order.</summary>
-    private static IEnumerable<(long GuestOffset, ulong Entry, long EntryOffset)> DataEntries(byte[] image, Qcow2Header header)
-    {
-        int clusterBits = (int)header.ClusterBits;
-        long l2Entries = header.L2Entries;
-        for (long l1 = 0; l1 < header.L1Size; l1++)
-        {
-            ulong l2Offset = BinaryPrimitives.ReadUInt64BigEndian(image.AsSpan((int)header.L1TableOffset + (int)l1 * 8)) & OffsetMask;
-            if (l2Offset == 0)
-            {
-                continue;
-            }
-            for (long l2 = 0; l2 < l2Entries; l2++)
-            {
-                long entryOffset = (long)l2Offset + l2 * header.L2EntrySize;
-                ulong entry = BinaryPrimitives.ReadUInt64BigEndian(image.AsSpan((int)entryOffset));
-                if ((entry & Qcow2CompressedDescriptor.CompressedFlag) != 0 || (entry & OffsetMask) != 0)
-                {
-                    yield return (((l1 * l2Entries) + l2) << clusterBits, entry, entryOffset);
-                }
-            }
-        }
     }
 
     private static void PatchEntry(MemoryStream image, long entryOffset, ulong entry)

@@ -47,6 +47,37 @@ public class CliFuzzTests
         Assert.Equal(Cases, outcomes.Count);
     }
 
+    private const int Qcow2Cases = 300;
+
+    /// <summary>
+    /// qcow2 mutants (issue 11) through the qed program: info, check, map, io, convert and compare
+    /// (<see cref="Qcow2CliFuzzHarness"/>); the run counts how often qed's raw disk equals qemu-img's.
+    /// </summary>
+    [Fact]
+    public async Task Qcow2_mutants_through_the_qed_program_end_in_its_exit_statuses()
+    {
+        int runSeed = TestSeed.For(nameof(Qcow2_mutants_through_the_qed_program_end_in_its_exit_statuses));
+        using var dir = new TempDirectory();
+        var seeds = Qcow2FuzzSeeds.Build(dir);
+        var shared = new[] { Qcow2FuzzSeeds.RawBase, Qcow2FuzzSeeds.Qcow2Base, "c-64k.qcow2" }.Select(name => (name, File.ReadAllBytes(dir.File(name)))).ToArray();
+        var harnesses = Enumerable.Range(0, Environment.ProcessorCount)
+            .Select(w => new Qcow2CliFuzzHarness(dir.File($"worker{w}"), seeds, shared)).ToArray();
+        var outcomes = new ConcurrentBag<Qcow2CliCaseOutcome>();
+
+        var result = await FuzzRunner.RunAsync(Qcow2Cases, runSeed, s_hangLimit, (_, caseSeed, worker) =>
+        {
+            outcomes.Add(harnesses[worker].Run(caseSeed));
+            return null;
+        });
+
+        TestSeed.Report(FormattableString.Invariant(
+            $"{nameof(Qcow2_mutants_through_the_qed_program_end_in_its_exit_statuses)}: {result.Completed} of {result.Requested} qcow2 mutants in {result.Elapsed.TotalSeconds:F1} s; opened {outcomes.Count(o => o.Opened)}, converted {outcomes.Count(o => o.Converted)}"));
+        TestSeed.Report("qcow2 mutants converted by qed, against qemu-img convert: " + Counts(outcomes.Select(o => o.AgainstQemu)));
+        Assert.True(result.Failures.Count == 0, $"seed {runSeed}, {result.Failures.Count} failing cases:\n" + string.Join("\n\n", result.Failures));
+        Assert.Equal(Qcow2Cases, result.Completed);
+        Assert.Equal(Qcow2Cases, outcomes.Count);
+    }
+
     private static string Counts(IEnumerable<string> values) =>
         string.Join(", ", values.GroupBy(v => v).OrderByDescending(g => g.Count()).Select(g => FormattableString.Invariant($"{g.Key} {g.Count()}")));
 }

@@ -68,6 +68,92 @@ public class FuzzTests
         Assert.Equal(Cases, result.Completed);
     }
 
+    private const int Qcow2Cases = 20_000;
+
+    /// <summary>
+    /// Bytes one qcow2 case may allocate: QEMU accepts an active L1 table of up to 32 MiB (QCOW2.md §2.3) whatever the
+    /// file's length, and the harness opens each mutant three times.
+    /// </summary>
+    private const long Qcow2AllocationLimit = 3 * (32L << 20) + (16L << 20);
+
+    /// <summary>
+    /// The same for qcow2 (issue 11): eleven qemu-img-made seeds (<see cref="Qcow2FuzzSeeds"/>) mutated by
+    /// <see cref="Qcow2Mutator"/>, each run through <see cref="Qcow2FuzzHarness"/> (info, read, convert, check, and a
+    /// writable open that must be refused); inputs that ever failed are saved as Regressions/*.qcow2 and replayed.
+    /// </summary>
+    [Fact]
+    public async Task Mutated_qcow2_images_end_in_success_or_our_own_errors()
+    {
+        int runSeed = TestSeed.For(nameof(Mutated_qcow2_images_end_in_success_or_our_own_errors));
+        using var dir = new TempDirectory();
+        var seeds = Qcow2FuzzSeeds.Build(dir);
+        string path = dir.File("fuzz.qcow2");
+        long maxAllocated = 0, opened = 0, checkedClean = 0, checkedCorrupt = 0;
+        ulong digest = 0;
+
+        var result = await FuzzRunner.RunAsync(Qcow2Cases, runSeed, s_hangLimit, (i, caseSeed, _) =>
+        {
+            var (name, seed) = seeds[i % seeds.Count];
+            byte[] input = Qcow2Mutator.Mutate(seed, new Random(caseSeed));
+            long allocated = GC.GetAllocatedBytesForCurrentThread();
+            long start = Stopwatch.GetTimestamp();
+            var outcome = Qcow2FuzzHarness.Run(input, path);
+            var elapsed = Stopwatch.GetElapsedTime(start);
+            long bytes = GC.GetAllocatedBytesForCurrentThread() - allocated;
+            InterlockedMax(ref maxAllocated, bytes);
+            string? failure = outcome.Failure;
+            if (failure is null && elapsed > s_caseLimit)
+            {
+                failure = $"took {elapsed.TotalSeconds:F1} s";
+            }
+            if (failure is null && bytes > Qcow2AllocationLimit)
+            {
+                failure = $"allocated {bytes >> 20} MiB";
+            }
+            if (failure is not null)
+            {
+                return $"seed image {name}, saved as Regressions/{FuzzRegressions.Save(input, ".qcow2")}: {failure}";
+            }
+            Interlocked.Add(ref opened, outcome.OpenedReadOnly ? 1 : 0);
+            Interlocked.Add(ref checkedClean, outcome.LastCheck is { Corruptions: 0, Leaks: 0, CheckErrors: 0 } ? 1 : 0);
+            Interlocked.Add(ref checkedCorrupt, outcome.LastCheck is { Corruptions: > 0 } ? 1 : 0);
+            Interlocked.Add(ref Unsafe.As<ulong, long>(ref digest), (long)FuzzOutcome.Mix((ulong)i, outcome.Fingerprint));
+            return null;
+        });
+
+        TestSeed.Report(FormattableString.Invariant(
+            $"{nameof(Mutated_qcow2_images_end_in_success_or_our_own_errors)}: {result.Completed} of {result.Requested} qcow2 mutants of {seeds.Count} seeds in {result.Elapsed.TotalSeconds:F1} s; read to the end {opened}, checked clean {checkedClean}, with corruptions {checkedCorrupt}; outcome digest {digest:x16}; slowest case {result.SlowestCase} {result.SlowestTime.TotalMilliseconds:F0} ms; most allocated {maxAllocated >> 10} KiB"));
+        Assert.True(result.Failures.Count == 0, $"seed {runSeed}, {result.Failures.Count} failing cases:\n" + string.Join("\n\n", result.Failures));
+        Assert.Equal(Qcow2Cases, result.Completed);
+    }
+
+    public static TheoryData<string> Qcow2Regressions()
+    {
+        var data = new TheoryData<string>();
+        foreach (string name in FuzzRegressions.Names(".qcow2"))
+        {
+            data.Add(name);
+        }
+        if (data.Count == 0)
+        {
+            data.Add("");
+        }
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Qcow2Regressions))]
+    public void Qcow2_inputs_that_once_failed_are_handled(string name)
+    {
+        if (name.Length == 0)
+        {
+            return;
+        }
+        using var dir = new TempDirectory();
+        Qcow2FuzzSeeds.Build(dir);
+        Assert.Null(Qcow2FuzzHarness.Run(FuzzRegressions.Read(name), dir.File("fuzz.qcow2")).Failure);
+    }
+
     public static TheoryData<string> Regressions()
     {
         var data = new TheoryData<string>();

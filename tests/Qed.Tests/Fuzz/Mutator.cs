@@ -30,7 +30,7 @@ internal static class Mutator
         return image;
     }
 
-    private static ulong Interesting(Random random, long fileLength, int clusterSize)
+    internal static ulong Interesting(Random random, long fileLength, int clusterSize)
     {
         long clusters = Math.Max(1, fileLength / Math.Max(clusterSize, 1));
         return random.Next(12) switch
@@ -135,7 +135,7 @@ internal static class Mutator
         return image;
     }
 
-    private static byte[] Truncate(byte[] image, Random random)
+    internal static byte[] Truncate(byte[] image, Random random)
     {
         int length = random.Next(3) switch
         {
@@ -147,7 +147,7 @@ internal static class Mutator
         return image;
     }
 
-    private static byte[] FlipBits(byte[] image, Random random)
+    internal static byte[] FlipBits(byte[] image, Random random)
     {
         if (image.Length == 0)
         {

@@ -32,6 +32,7 @@ public sealed class PackedPackages : IDisposable
         Version = Path.GetFileNameWithoutExtension(library)["Qed.".Length..];
         LibraryPackage = library;
         ToolPackage = Path.Combine(Source, $"Qed.Tool.{Version}.nupkg");
+        CopyDependencies(library);
         File.WriteAllText(NuGetConfig,
             $"""
             <?xml version="1.0" encoding="utf-8"?>
@@ -42,6 +43,26 @@ public sealed class PackedPackages : IDisposable
               </packageSources>
             </configuration>
             """);
+    }
+
+    /// <summary>
+    /// Puts the packages the library depends on (ZstdSharp.Port) into <see cref="Source"/>, from the NuGet packages
+    /// folder the repository's own restore filled: a consumer's restore then finds everything without the network.
+    /// </summary>
+    private void CopyDependencies(string libraryPackage)
+    {
+        using var zip = System.IO.Compression.ZipFile.OpenRead(libraryPackage);
+        using var stream = zip.Entries.Single(e => e.FullName.EndsWith(".nuspec", StringComparison.Ordinal)).Open();
+        var dependencies = System.Xml.Linq.XDocument.Load(stream).Descendants().Where(e => e.Name.LocalName == "dependency");
+        string packages = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } folder
+            ? folder
+            : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+        foreach (var dependency in dependencies)
+        {
+            string id = dependency.Attribute("id")!.Value.ToLowerInvariant();
+            string version = dependency.Attribute("version")!.Value.Trim('[', ']').ToLowerInvariant();
+            File.Copy(Path.Combine(packages, id, version, $"{id}.{version}.nupkg"), Path.Combine(Source, $"{id}.{version}.nupkg"));
+        }
     }
 
     /// <summary>The checkout the test binary was built from (the directory holding qed.sln).</summary>
