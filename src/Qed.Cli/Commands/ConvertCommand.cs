@@ -233,13 +233,14 @@ internal static class ConvertCommand
     /// The copier for the options. The zero-detection granule is <c>-S</c> (4 KiB by default) rounded down to a power of
     /// two, so zero and data runs change at aligned offsets as qemu-img's do (it aligns them to the power of two below
     /// <c>-S</c>), and up to whole clusters of a QED target (a cluster is allocated whole, so testing less than one for
-    /// zeros would not save space).
+    /// zeros would not save space). A compressing target tests each cluster on its own whatever <c>-S</c> says, as
+    /// qemu-img does (it compresses cluster by cluster).
     /// </summary>
     private static SparseCopier Copier(BlockDevice source, BlockDevice target, long size, int clusterSize, CopySettings settings, TargetContent content)
     {
         long sparse = settings.SparseSize ?? RawGranule;
         bool hasClusters = target.FormatName != ImageFormats.Raw.Name;
-        long granule = sparse == 0 ? clusterSize : (long)BitOperations.RoundUpToPowerOf2((ulong)sparse + 1) / 2;
+        long granule = sparse == 0 || target is Qcow2TargetImage { Compresses: true } ? clusterSize : (long)BitOperations.RoundUpToPowerOf2((ulong)sparse + 1) / 2;
         if (hasClusters)
         {
             granule = (granule + clusterSize - 1) / clusterSize * clusterSize;

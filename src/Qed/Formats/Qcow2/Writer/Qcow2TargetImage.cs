@@ -119,6 +119,9 @@ internal sealed class Qcow2TargetImage : BlockDevice
     /// <summary>What the image is made of.</summary>
     public Qcow2CreateSettings Settings => _settings;
 
+    /// <summary>True when written clusters are stored compressed (where that makes them smaller).</summary>
+    public bool Compresses => _compress;
+
     /// <summary>The smallest range a write can allocate: the subcluster with extended L2 entries (unless compressing), else the cluster.</summary>
     public long AllocationUnit => _unit;
 
