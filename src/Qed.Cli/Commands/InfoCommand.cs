@@ -110,6 +110,8 @@ internal static class InfoCommand
             FullBackingFileName = description.BackingFilePath,
             BackingFormat = description.BackingFormat,
             FormatSpecific = description.FormatSpecific,
+            Encrypted = description.Encrypted,
+            Snapshots = description.Snapshots,
         };
     }
 }

@@ -34,4 +34,10 @@ internal sealed record ImageInfo
 
     /// <summary>The format-specific entries, in qemu-img's order (none for QED and raw).</summary>
     public IReadOnlyList<ImageDetail> FormatSpecific { get; init; } = [];
+
+    /// <summary>True when the guest data is encrypted (qemu-img prints <c>encrypted: yes</c>).</summary>
+    public bool Encrypted { get; init; }
+
+    /// <summary>The internal snapshots, in the order of the image's snapshot table (qcow2 only).</summary>
+    public IReadOnlyList<ImageSnapshot> Snapshots { get; init; } = [];
 }

@@ -26,6 +26,10 @@ internal static class ImageInfoWriter
         text.Append("file format: ").Append(info.Format).Append('\n');
         text.Append(CultureInfo.InvariantCulture, $"virtual size: {SizeFormatter.Format((ulong)info.VirtualSize)} ({info.VirtualSize} bytes)\n");
         text.Append("disk size: ").Append(info.ActualSize is { } actual ? SizeFormatter.Format((ulong)actual) : "unavailable").Append('\n');
+        if (info.Encrypted)
+        {
+            text.Append("encrypted: yes\n");
+        }
         if (info.ClusterSize is { } clusterSize)
         {
             text.Append(CultureInfo.InvariantCulture, $"cluster_size: {clusterSize}\n");
@@ -51,24 +55,28 @@ internal static class ImageInfoWriter
                 text.Append("backing file format: ").Append(backingFormat).Append('\n');
             }
         }
+        if (info.Snapshots.Count > 0)
+        {
+            ImageInfoSnapshots.AppendHuman(text, info.Snapshots);
+        }
         if (info.FormatSpecific.Count > 0)
         {
-            text.Append("Format specific information:\n");
-            foreach (var detail in info.FormatSpecific)
-            {
-                text.Append("    ").Append(detail.Name.Replace('-', ' ')).Append(": ").Append(detail.Value).Append('\n');
-            }
+            ImageInfoDetails.AppendHuman(text, info.FormatSpecific);
         }
         writer.Write(text.ToString());
     }
 
-    /// <summary>Writes one image as a JSON object, keys in qemu-img's order.</summary>
+    /// <summary>Writes one image as a JSON object, keys in qemu-img's order (the iteration order of its dictionary, not alphabetical).</summary>
     public static void WriteJson(Utf8JsonWriter json, ImageInfo info)
     {
         json.WriteStartObject();
         if (info.BackingFileName is not null && info.BackingFormat is not null)
         {
             json.WriteString("backing-filename-format", info.BackingFormat);
+        }
+        if (info.Snapshots.Count > 0)
+        {
+            ImageInfoSnapshots.WriteJson(json, info.Snapshots);
         }
         json.WriteNumber("virtual-size", info.VirtualSize);
         json.WriteString("filename", info.FileName);
@@ -86,10 +94,7 @@ internal static class ImageInfoWriter
             json.WriteStartObject("format-specific");
             json.WriteString("type", info.Format);
             json.WriteStartObject("data");
-            foreach (var detail in info.FormatSpecific)
-            {
-                WriteDetail(json, detail);
-            }
+            ImageInfoDetails.WriteMembers(json, info.FormatSpecific);
             json.WriteEndObject();
             json.WriteEndObject();
         }
@@ -99,6 +104,13 @@ internal static class ImageInfoWriter
             {
                 json.WriteString("full-backing-filename", info.FullBackingFileName);
             }
+        }
+        if (info.Encrypted)
+        {
+            json.WriteBoolean("encrypted", true);
+        }
+        if (info.BackingFileName is not null)
+        {
             json.WriteString("backing-filename", info.BackingFileName);
         }
         if (info.DirtyFlag is { } dirty)
@@ -106,22 +118,6 @@ internal static class ImageInfoWriter
             json.WriteBoolean("dirty-flag", dirty);
         }
         json.WriteEndObject();
-    }
-
-    private static void WriteDetail(Utf8JsonWriter json, ImageDetail detail)
-    {
-        switch (detail.Kind)
-        {
-            case ImageDetailKind.Boolean:
-                json.WriteBoolean(detail.Name, bool.Parse(detail.Value));
-                break;
-            case ImageDetailKind.Number:
-                json.WriteNumber(detail.Name, long.Parse(detail.Value, CultureInfo.InvariantCulture));
-                break;
-            default:
-                json.WriteString(detail.Name, detail.Value);
-                break;
-        }
     }
 
     /// <summary>Writes a whole report: one object, or an array for a backing chain, then a newline.</summary>

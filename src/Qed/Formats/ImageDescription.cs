@@ -60,10 +60,14 @@ public sealed record ImageSnapshot
 }
 
 /// <summary>One entry of the format-specific part of <c>qemu-img info</c> (for qcow2: <c>compat</c>, <c>lazy-refcounts</c>, ...).</summary>
-/// <param name="Name">qemu-img's JSON key (<c>refcount-bits</c>); the human report shows it with spaces for dashes.</param>
-/// <param name="Value">The value as qemu-img prints it (<c>1.1</c>, <c>false</c>, <c>16</c>).</param>
-/// <param name="Kind">How JSON writes the value: a string, a boolean or a number.</param>
-public sealed record ImageDetail(string Name, string Value, ImageDetailKind Kind);
+/// <param name="Name">qemu-img's JSON key (<c>refcount-bits</c>); the human report shows it with spaces for dashes. Ignored for the elements of a list.</param>
+/// <param name="Value">The value as qemu-img prints it (<c>1.1</c>, <c>false</c>, <c>16</c>); empty for objects and lists.</param>
+/// <param name="Kind">How JSON writes the value: a string, a boolean, a number, or an object or list of <see cref="Children"/>.</param>
+public sealed record ImageDetail(string Name, string Value, ImageDetailKind Kind)
+{
+    /// <summary>The members of an object or the elements of a list, in qemu-img's order (qcow2 <c>bitmaps</c>, LUKS <c>encrypt</c>); empty for scalars.</summary>
+    public IReadOnlyList<ImageDetail> Children { get; init; } = [];
+}
 
 /// <summary>How an <see cref="ImageDetail"/> is written in JSON.</summary>
 public enum ImageDetailKind
@@ -76,4 +80,10 @@ public enum ImageDetailKind
 
     /// <summary>A JSON number.</summary>
     Number,
+
+    /// <summary>A JSON object whose members are the detail's <see cref="ImageDetail.Children"/>.</summary>
+    Object,
+
+    /// <summary>A JSON array whose elements are the detail's <see cref="ImageDetail.Children"/>.</summary>
+    List,
 }
