@@ -298,11 +298,7 @@ internal sealed class Qcow2TargetImage : BlockDevice
     {
         if (_compress)
         {
-            for (int done = 0; done < data.Length; done += (int)_clusterSize)
-            {
-                int n = (int)Math.Min(_clusterSize, data.Length - done);
-                await WriteCompressedClusterAsync(data.Slice(done, n), offset + done, useAsync, cancellationToken).ConfigureAwait(false);
-            }
+            await WriteCompressedClustersAsync(data, offset, useAsync, cancellationToken).ConfigureAwait(false);
             return;
         }
         // Map under the lock, collecting runs of contiguous host bytes; write them outside it.
@@ -357,56 +353,101 @@ internal sealed class Qcow2TargetImage : BlockDevice
         return host;
     }
 
-    /// <summary>Compresses one cluster (the last one of the disk may be short: it is padded with zeros) and stores it, uncompressed when that is not smaller.</summary>
-    private async ValueTask WriteCompressedClusterAsync(ReadOnlyMemory<byte> data, long offset, bool useAsync, CancellationToken cancellationToken)
+    /// <summary>
+    /// Compresses whole clusters (the last one of the disk may be short: it is padded with zeros), on every core at once,
+    /// then stores them in disk order: each right after the previous compressed one, or uncompressed when compression
+    /// does not make it smaller; runs that are contiguous in the file go out in one write.
+    /// </summary>
+    private async ValueTask WriteCompressedClustersAsync(ReadOnlyMemory<byte> data, long offset, bool useAsync, CancellationToken cancellationToken)
     {
         int clusterSize = (int)_clusterSize;
-        byte[]? padded = null;
-        byte[] compressed = ArrayPool<byte>.Shared.Rent(clusterSize);
+        int count = (int)((data.Length + _clusterSize - 1) / _clusterSize);
+        int[] lengths = new int[count];
+        byte[] compressed = ArrayPool<byte>.Shared.Rent(count * clusterSize);
+        byte[] packed = ArrayPool<byte>.Shared.Rent(count * clusterSize);
         try
         {
-            var cluster = data;
-            if (data.Length < clusterSize)
+            void CompressOne(int i)
             {
-                padded = ArrayPool<byte>.Shared.Rent(clusterSize);
-                data.Span.CopyTo(padded);
-                padded.AsSpan(data.Length, clusterSize - data.Length).Clear();
-                cluster = padded.AsMemory(0, clusterSize);
+                var cluster = data.Span.Slice(i * clusterSize, Math.Min(clusterSize, data.Length - i * clusterSize));
+                var destination = compressed.AsSpan(i * clusterSize, clusterSize);
+                if (cluster.Length == clusterSize)
+                {
+                    lengths[i] = Qcow2Compression.Compress(_settings.CompressionType, cluster, destination);
+                    return;
+                }
+                byte[] padded = ArrayPool<byte>.Shared.Rent(clusterSize);
+                try
+                {
+                    cluster.CopyTo(padded);
+                    padded.AsSpan(cluster.Length, clusterSize - cluster.Length).Clear();
+                    lengths[i] = Qcow2Compression.Compress(_settings.CompressionType, padded.AsSpan(0, clusterSize), destination);
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(padded);
+                }
             }
-            int length = Qcow2Compression.Compress(_settings.CompressionType, cluster.Span, compressed.AsSpan(0, clusterSize));
-            long host;
-            ReadOnlyMemory<byte> stored;
+            if (count == 1)
+            {
+                CompressOne(0);
+            }
+            else
+            {
+                Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellationToken }, CompressOne);
+            }
+
+            // Place them in order under the lock; compressed bytes are copied together so neighbours go out in one write.
+            var runs = new List<(long Host, ReadOnlyMemory<byte> Bytes)>(count);
+            int packedLength = 0;
             lock (_lock)
             {
-                var (table, index) = TableForWriteUnsynchronized(offset >> _clusterBits);
-                if (length < 0)
+                for (int i = 0; i < count; i++)
                 {
-                    host = MapForWriteUnsynchronized(offset >> _clusterBits, 0, clusterSize);
-                    stored = data;
-                }
-                else
-                {
-                    host = AllocateCompressedUnsynchronized(length);
-                    table[index] = Qcow2CompressedDescriptor.Encode((ulong)host, length, _clusterBits);
+                    long cluster = (offset >> _clusterBits) + i;
+                    int length = lengths[i];
+                    if (length < 0)
+                    {
+                        long host = MapForWriteUnsynchronized(cluster, 0, clusterSize);
+                        runs.Add((host, data.Slice(i * clusterSize, Math.Min(clusterSize, data.Length - i * clusterSize))));
+                        continue;
+                    }
+                    long start = AllocateCompressedUnsynchronized(length);
+                    var (table, index) = TableForWriteUnsynchronized(cluster);
+                    table[index] = Qcow2CompressedDescriptor.Encode((ulong)start, length, _clusterBits);
                     if (_extended)
                     {
                         table[index + 1] = 0;
                     }
-                    stored = compressed.AsMemory(0, length);
+                    compressed.AsSpan(i * clusterSize, length).CopyTo(packed.AsSpan(packedLength));
+                    var bytes = packed.AsMemory(packedLength, length);
+                    if (runs.Count > 0 && runs[^1].Host + runs[^1].Bytes.Length == start && IsPackedTail(runs[^1].Bytes, packed, packedLength))
+                    {
+                        runs[^1] = (runs[^1].Host, packed.AsMemory(packedLength - runs[^1].Bytes.Length, runs[^1].Bytes.Length + length));
+                    }
+                    else
+                    {
+                        runs.Add((start, bytes));
+                    }
+                    packedLength += length;
                 }
                 _dirty = true;
             }
-            await _file.WriteAsync(stored, host, useAsync, cancellationToken).ConfigureAwait(false);
+            foreach (var (host, bytes) in runs)
+            {
+                await _file.WriteAsync(bytes, host, useAsync, cancellationToken).ConfigureAwait(false);
+            }
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(compressed);
-            if (padded is not null)
-            {
-                ArrayPool<byte>.Shared.Return(padded);
-            }
+            ArrayPool<byte>.Shared.Return(packed);
         }
     }
+
+    /// <summary>True when <paramref name="run"/> is the part of <paramref name="packed"/> that ends at <paramref name="end"/>.</summary>
+    private static bool IsPackedTail(ReadOnlyMemory<byte> run, byte[] packed, int end) =>
+        System.Runtime.InteropServices.MemoryMarshal.TryGetArray(run, out var segment) && segment.Array == packed && segment.Offset + segment.Count == end;
 
     /// <summary>Writes <paramref name="data"/> at <paramref name="offset"/>, part of the unit [<paramref name="unitStart"/>, <paramref name="unitEnd"/>): what the unit reads now, with the new bytes over it, written whole.</summary>
     private async ValueTask MergeAsync(ReadOnlyMemory<byte> data, long offset, long unitStart, long unitEnd, bool useAsync, CancellationToken cancellationToken)
