@@ -326,6 +326,24 @@ public partial class ConvertQcow2Tests : IDisposable
             QedCli.Lines(result.StdErr)[0]);
     }
 
+    /// <summary><c>-o help</c> lists qemu-img's lines for the options qed takes (preallocation: only <c>off</c>).</summary>
+    [Fact]
+    public void Option_help_lines_are_qemu_img_s()
+    {
+        string qemu = Tools.QemuImg(_dir.Path, "create", "-f", "qcow2", "-o", "help").StdOut;
+
+        string ours = QedCli.Ok("create", "-f", "qcow2", "-o", "help").StdOut;
+
+        string[] lines = QedCli.Lines(ours);
+        Assert.Equal("Supported qcow2 options:", lines[0]);
+        Assert.Equal(10, lines.Length - 1);
+        foreach (string line in lines[1..].Where(l => !l.Contains("preallocation", StringComparison.Ordinal)))
+        {
+            Assert.Contains(line + "\n", qemu, StringComparison.Ordinal);
+        }
+        Assert.Equal(ours, QedCli.Ok("convert", "-O", "qcow2", "-o", "help", "a", "b").StdOut);
+    }
+
     /// <summary>
     /// A seeded raw disk of 20 to 40 MiB (not always a multiple of 512 bytes): random bytes, compressible text, single-byte
     /// patterns and explicit zeros (data in the raw file, but zeros to convert), at aligned and unaligned places.

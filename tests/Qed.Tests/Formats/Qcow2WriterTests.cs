@@ -246,6 +246,17 @@ public class Qcow2WriterTests : IDisposable
         Assert.Equal(0x0102, BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(6)));
     }
 
+    [Fact]
+    public void Qcow2_is_created_with_qemu_img_s_options_in_qemu_img_s_order()
+    {
+        var qcow2 = ImageFormats.Qcow2;
+        Assert.True(qcow2.CanCreate && qcow2.SupportsBackingFile && qcow2.GrowsFile);
+        // Written only as a new image: an existing qcow2 never opens writable.
+        Assert.False(qcow2.CanWrite);
+        Assert.Equal(["cluster_size", "extended_l2", "preallocation", "compression_type", "size", "compat", "backing_file", "backing_fmt", "lazy_refcounts", "refcount_bits"],
+            qcow2.CreateOptions.Select(o => o.Name));
+    }
+
     private static async ValueTask Write(BlockDevice image, byte[] bytes, long offset, bool useAsync)
     {
         if (useAsync)
