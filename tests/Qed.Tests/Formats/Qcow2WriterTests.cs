@@ -246,6 +246,57 @@ public class Qcow2WriterTests : IDisposable
         Assert.Equal(0x0102, BinaryPrimitives.ReadUInt16BigEndian(block.AsSpan(6)));
     }
 
+    /// <summary>
+    /// The header is written last: a flush that fails at any of its writes leaves a first image that is no qcow2 image at
+    /// all (no magic), and a later image that is still the previous flush's clean image; the next flush (here the close)
+    /// writes everything again.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_failed_flush_never_leaves_a_wrong_image(bool secondFlush)
+    {
+        int failures = 0;
+        for (int at = 1; ; at++)
+        {
+            var file = new FailingFileAccessor(new MemoryFileAccessor(_dir.File("mem.qcow2"), []));
+            var image = Qcow2TargetImage.Create(file, Settings("cluster_size=4k", 8L << 20, null), backing: null, compress: false);
+            image.Write(Filled(64 * 1024, 0x11), 0);
+            if (secondFlush)
+            {
+                image.Flush();
+                image.Write(Filled(8192, 0x22), 5L << 20);
+                image.Write(Filled(4096, 0x33), 0);
+            }
+            file.FailAt = file.Writes + at;
+            var e = Record.Exception(() => image.Flush());
+            if (e is null)
+            {
+                // Every write of the flush has been failed once: the last one was the header.
+                Assert.True(failures >= 4, $"only {failures} writes in a flush");
+                image.Dispose();
+                break;
+            }
+            failures++;
+            Assert.IsType<IOException>(e);
+            byte[] bytes = file.Inner.ToArray();
+            if (!secondFlush)
+            {
+                Assert.False(Qcow2Header.IsQcow2(bytes), $"a flush that failed at its write {at} left a qcow2 header");
+            }
+            else
+            {
+                File.WriteAllBytes(_dir.File($"after-{at}.qcow2"), bytes);
+                AssertClean($"after-{at}.qcow2");
+            }
+            // The close flushes again (the fault fired once) and leaves the complete image.
+            image.Dispose();
+            File.WriteAllBytes(_dir.File("closed.qcow2"), file.Inner.ToArray());
+            AssertClean("closed.qcow2");
+        }
+        TestSeed.Report($"{failures} failing writes tried");
+    }
+
     [Fact]
     public void Qcow2_is_created_with_qemu_img_s_options_in_qemu_img_s_order()
     {
@@ -267,6 +318,41 @@ public class Qcow2WriterTests : IDisposable
         {
             image.Write(bytes, offset);
         }
+    }
+
+    private static byte[] Filled(int length, byte value)
+    {
+        byte[] bytes = new byte[length];
+        bytes.AsSpan().Fill(value);
+        return bytes;
+    }
+
+    /// <summary>Fails the write numbered <see cref="FailAt"/> (1-based, counted over the accessor's life) once.</summary>
+    private sealed class FailingFileAccessor(MemoryFileAccessor inner) : FileAccessor
+    {
+        public MemoryFileAccessor Inner => inner;
+
+        public int Writes { get; private set; }
+
+        public int FailAt { get; set; } = int.MaxValue;
+
+        public override string Path => inner.Path;
+
+        public override bool IsReadOnly => false;
+
+        public override long GetLength() => inner.GetLength();
+
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, long offset, bool useAsync, CancellationToken cancellationToken) =>
+            inner.ReadAsync(buffer, offset, useAsync, cancellationToken);
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, long offset, bool useAsync, CancellationToken cancellationToken) =>
+            ++Writes == FailAt ? throw new IOException($"injected failure of write {Writes}") : inner.WriteAsync(buffer, offset, useAsync, cancellationToken);
+
+        public override ValueTask FlushAsync(bool useAsync, CancellationToken cancellationToken) => inner.FlushAsync(useAsync, cancellationToken);
+
+        public override void SetLength(long length) => inner.SetLength(length);
+
+        public override void Dispose() => inner.Dispose();
     }
 
     private static Qcow2CreateSettings Settings(string options, long size, string? backingFile, string backingFormat = "raw")

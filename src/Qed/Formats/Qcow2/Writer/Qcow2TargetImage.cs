@@ -260,7 +260,19 @@ internal sealed class Qcow2TargetImage : BlockDevice
         var metadata = PrepareMetadata();
         if (metadata is not null)
         {
-            await WriteMetadataAsync(metadata, useAsync, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await WriteMetadataAsync(metadata, useAsync, cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                // The header still names the previous flush's tables (or nothing): the next flush writes everything again.
+                lock (_lock)
+                {
+                    _dirty = true;
+                }
+                throw;
+            }
         }
         else
         {
