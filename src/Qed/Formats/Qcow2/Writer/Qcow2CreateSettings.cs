@@ -77,20 +77,20 @@ internal sealed record Qcow2CreateSettings
     public static Qcow2CreateSettings From(ImageCreateOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        foreach (string key in options.Settings.Keys.Concat(options.TextSettings.Keys))
+        // Sizes and numbers come as numbers, the rest as text (the command line reads them so; a library caller must too).
+        foreach (string key in options.Settings.Keys)
         {
-            if (key is not (ClusterSizeName or CompatName or LazyRefcountsName or RefcountBitsName or ExtendedL2Name or CompressionTypeName or PreallocationName))
+            if (key is not (ClusterSizeName or RefcountBitsName))
             {
                 throw new QedUnsupportedException($"Invalid parameter '{key}'");
             }
         }
-        foreach (string key in options.Settings.Keys.Where(k => k is not (ClusterSizeName or RefcountBitsName)))
+        foreach (string key in options.TextSettings.Keys)
         {
-            throw new QedFormatException($"Parameter '{key}' expects text, not a number");
-        }
-        foreach (string key in options.TextSettings.Keys.Where(k => k is ClusterSizeName or RefcountBitsName))
-        {
-            throw new QedFormatException($"Parameter '{key}' expects a number");
+            if (key is not (CompatName or LazyRefcountsName or ExtendedL2Name or CompressionTypeName or PreallocationName))
+            {
+                throw new QedUnsupportedException($"Invalid parameter '{key}'");
+            }
         }
         bool lazyRefcounts = Flag(options, LazyRefcountsName);
         bool extendedL2 = Flag(options, ExtendedL2Name);

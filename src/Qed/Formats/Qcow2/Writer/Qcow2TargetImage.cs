@@ -107,7 +107,7 @@ internal sealed class Qcow2TargetImage : BlockDevice
 
     public override bool IsReadOnly => false;
 
-    public override string FormatName => "qcow2";
+    public override string FormatName => ImageFormats.Qcow2.Name;
 
     public override string FileName => _file.Path;
 
