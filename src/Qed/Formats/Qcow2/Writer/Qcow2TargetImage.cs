@@ -1,5 +1,4 @@
 using System.Buffers;
-using Qed.Formats.Qcow2.Compression;
 using Qed.Image;
 using Qed.IO;
 
@@ -33,7 +32,7 @@ namespace Qed.Formats.Qcow2.Writer;
 /// and a merge racing a plain write to the same cluster may keep either's bytes for that cluster (as with overlapping
 /// requests). The copier never does either: its batches own whole clusters.
 /// </remarks>
-internal sealed class Qcow2TargetImage : BlockDevice
+internal sealed partial class Qcow2TargetImage : BlockDevice
 {
     private const ulong CopiedFlag = 1UL << 63;
     private const ulong CompressedFlag = 1UL << 62;
@@ -179,82 +178,6 @@ internal sealed class Qcow2TargetImage : BlockDevice
         }
     }
 
-    protected internal override async ValueTask ReadCoreAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken)
-    {
-        long end = offset + destination.Length;
-        long position = offset;
-        while (position < end)
-        {
-            long cluster = position >> _clusterBits;
-            long inCluster = position & (_clusterSize - 1);
-            int n = (int)Math.Min(_clusterSize - inCluster, end - position);
-            var piece = destination.Slice((int)(position - offset), n);
-            var (entry, bitmap) = Entry(cluster);
-            if ((entry & CompressedFlag) != 0)
-            {
-                await ReadCompressedAsync(entry, piece, inCluster, useAsync, cancellationToken).ConfigureAwait(false);
-            }
-            else if (_extended)
-            {
-                // Subcluster by subcluster: allocated ones from the file, zero ones as zeros, the rest from below.
-                for (long at = 0; at < n;)
-                {
-                    long within = inCluster + at;
-                    int index = (int)(within / _subclusterSize);
-                    int m = (int)Math.Min(_subclusterSize - within % _subclusterSize, n - at);
-                    var part = piece.Slice((int)at, m);
-                    if ((bitmap & (1UL << index)) != 0)
-                    {
-                        await _file.ReadZeroPaddedAsync(part, (long)(entry & OffsetMask) + within, useAsync, cancellationToken).ConfigureAwait(false);
-                    }
-                    else if ((bitmap & (1UL << (index + Subclusters))) != 0)
-                    {
-                        part.Span.Clear();
-                    }
-                    else
-                    {
-                        await ReadBelowAsync(part, position + at, useAsync, cancellationToken).ConfigureAwait(false);
-                    }
-                    at += m;
-                }
-            }
-            else if ((entry & ZeroFlag) != 0)
-            {
-                piece.Span.Clear();
-            }
-            else if ((entry & OffsetMask) != 0)
-            {
-                await _file.ReadZeroPaddedAsync(piece, (long)(entry & OffsetMask) + inCluster, useAsync, cancellationToken).ConfigureAwait(false);
-            }
-            else
-            {
-                await ReadBelowAsync(piece, position, useAsync, cancellationToken).ConfigureAwait(false);
-            }
-            position += n;
-        }
-    }
-
-    protected internal override ValueTask<BlockStatus> GetStatusCoreAsync(long offset, long length, bool useAsync, CancellationToken cancellationToken)
-    {
-        long end = offset + length;
-        long granule = _extended ? _subclusterSize : _clusterSize;
-        var (state, host) = StateAt(offset);
-        long position = (offset & ~(granule - 1)) + granule;
-        while (position < end)
-        {
-            var (next, nextHost) = StateAt(position);
-            bool contiguous = state != BlockState.Data || host < 0 ? nextHost == host : nextHost == host + (position - offset);
-            if (next != state || !contiguous)
-            {
-                break;
-            }
-            position = next == BlockState.Unallocated && _l2[position / _settings.L2Span] is null
-                ? (position / _settings.L2Span + 1) * _settings.L2Span
-                : position + granule;
-        }
-        return ValueTask.FromResult(new BlockStatus(offset, Math.Min(position, end) - offset, state, host));
-    }
-
     protected internal override async ValueTask FlushCoreAsync(bool useAsync, CancellationToken cancellationToken)
     {
         var metadata = PrepareMetadata();
@@ -365,102 +288,6 @@ internal sealed class Qcow2TargetImage : BlockDevice
         return host;
     }
 
-    /// <summary>
-    /// Compresses whole clusters (the last one of the disk may be short: it is padded with zeros), on every core at once,
-    /// then stores them in disk order: each right after the previous compressed one, or uncompressed when compression
-    /// does not make it smaller; runs that are contiguous in the file go out in one write.
-    /// </summary>
-    private async ValueTask WriteCompressedClustersAsync(ReadOnlyMemory<byte> data, long offset, bool useAsync, CancellationToken cancellationToken)
-    {
-        int clusterSize = (int)_clusterSize;
-        int count = (int)((data.Length + _clusterSize - 1) / _clusterSize);
-        int[] lengths = new int[count];
-        byte[] compressed = ArrayPool<byte>.Shared.Rent(count * clusterSize);
-        byte[] packed = ArrayPool<byte>.Shared.Rent(count * clusterSize);
-        try
-        {
-            void CompressOne(int i)
-            {
-                var cluster = data.Span.Slice(i * clusterSize, Math.Min(clusterSize, data.Length - i * clusterSize));
-                var destination = compressed.AsSpan(i * clusterSize, clusterSize);
-                if (cluster.Length == clusterSize)
-                {
-                    lengths[i] = Qcow2Compression.Compress(_settings.CompressionType, cluster, destination);
-                    return;
-                }
-                byte[] padded = ArrayPool<byte>.Shared.Rent(clusterSize);
-                try
-                {
-                    cluster.CopyTo(padded);
-                    padded.AsSpan(cluster.Length, clusterSize - cluster.Length).Clear();
-                    lengths[i] = Qcow2Compression.Compress(_settings.CompressionType, padded.AsSpan(0, clusterSize), destination);
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(padded);
-                }
-            }
-            if (count == 1)
-            {
-                CompressOne(0);
-            }
-            else
-            {
-                Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellationToken }, CompressOne);
-            }
-
-            // Place them in order under the lock; compressed bytes are copied together so neighbours go out in one write.
-            var runs = new List<(long Host, ReadOnlyMemory<byte> Bytes)>(count);
-            int packedLength = 0;
-            lock (_lock)
-            {
-                for (int i = 0; i < count; i++)
-                {
-                    long cluster = (offset >> _clusterBits) + i;
-                    int length = lengths[i];
-                    if (length < 0)
-                    {
-                        long host = MapForWriteUnsynchronized(cluster, 0, clusterSize);
-                        runs.Add((host, data.Slice(i * clusterSize, Math.Min(clusterSize, data.Length - i * clusterSize))));
-                        continue;
-                    }
-                    long start = AllocateCompressedUnsynchronized(length);
-                    var (table, index) = TableForWriteUnsynchronized(cluster);
-                    table[index] = Qcow2CompressedDescriptor.Encode((ulong)start, length, _clusterBits);
-                    if (_extended)
-                    {
-                        table[index + 1] = 0;
-                    }
-                    compressed.AsSpan(i * clusterSize, length).CopyTo(packed.AsSpan(packedLength));
-                    var bytes = packed.AsMemory(packedLength, length);
-                    if (runs.Count > 0 && runs[^1].Host + runs[^1].Bytes.Length == start && IsPackedTail(runs[^1].Bytes, packed, packedLength))
-                    {
-                        runs[^1] = (runs[^1].Host, packed.AsMemory(packedLength - runs[^1].Bytes.Length, runs[^1].Bytes.Length + length));
-                    }
-                    else
-                    {
-                        runs.Add((start, bytes));
-                    }
-                    packedLength += length;
-                }
-                _dirty = true;
-            }
-            foreach (var (host, bytes) in runs)
-            {
-                await _file.WriteAsync(bytes, host, useAsync, cancellationToken).ConfigureAwait(false);
-            }
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(compressed);
-            ArrayPool<byte>.Shared.Return(packed);
-        }
-    }
-
-    /// <summary>True when <paramref name="run"/> is the part of <paramref name="packed"/> that ends at <paramref name="end"/>.</summary>
-    private static bool IsPackedTail(ReadOnlyMemory<byte> run, byte[] packed, int end) =>
-        System.Runtime.InteropServices.MemoryMarshal.TryGetArray(run, out var segment) && segment.Array == packed && segment.Offset + segment.Count == end;
-
     /// <summary>Writes <paramref name="data"/> at <paramref name="offset"/>, part of the unit [<paramref name="unitStart"/>, <paramref name="unitEnd"/>): what the unit reads now, with the new bytes over it, written whole.</summary>
     private async ValueTask MergeAsync(ReadOnlyMemory<byte> data, long offset, long unitStart, long unitEnd, bool useAsync, CancellationToken cancellationToken)
     {
@@ -548,26 +375,6 @@ internal sealed class Qcow2TargetImage : BlockDevice
         return start;
     }
 
-    /// <summary>Takes <paramref name="length"/> bytes for a compressed cluster right after the previous one, unless the host cluster they would share has as many sharers as a refcount can count.</summary>
-    private long AllocateCompressedUnsynchronized(int length)
-    {
-        if ((_end & (_clusterSize - 1)) != 0 && _tailSharers + 1 > _refcountMax)
-        {
-            _end = (_end + _clusterSize - 1) & ~(_clusterSize - 1);
-        }
-        long start = _end;
-        bool sharesTail = (start & (_clusterSize - 1)) != 0 && start >> _clusterBits == _tailCluster;
-        _end = start + length;
-        long last = (_end - 1) >> _clusterBits;
-        _tailSharers = sharesTail && last == _tailCluster ? _tailSharers + 1 : 1;
-        _tailCluster = (_end & (_clusterSize - 1)) == 0 ? -1 : last;
-        if (_tailCluster < 0)
-        {
-            _tailSharers = 0;
-        }
-        return start;
-    }
-
     /// <summary>The entry (and bitmap) of guest cluster <paramref name="cluster"/>.</summary>
     private (ulong Entry, ulong Bitmap) Entry(long cluster)
     {
@@ -580,58 +387,6 @@ internal sealed class Qcow2TargetImage : BlockDevice
             }
             int index = (int)(cluster % _settings.L2Entries) * (_extended ? 2 : 1);
             return (table[index], _extended ? table[index + 1] : 0);
-        }
-    }
-
-    /// <summary>What the device holds at <paramref name="offset"/> (its subcluster or cluster), and the host offset of data.</summary>
-    private (BlockState State, long Host) StateAt(long offset)
-    {
-        long cluster = offset >> _clusterBits;
-        long inCluster = offset & (_clusterSize - 1);
-        var (entry, bitmap) = Entry(cluster);
-        if ((entry & CompressedFlag) != 0)
-        {
-            return (BlockState.Data, -1);
-        }
-        long host = (long)(entry & OffsetMask);
-        if (_extended)
-        {
-            int index = (int)(inCluster / _subclusterSize);
-            return (bitmap & (1UL << index)) != 0 ? (BlockState.Data, host + inCluster)
-                : (bitmap & (1UL << (index + Subclusters))) != 0 ? (BlockState.Zero, -1)
-                : (BlockState.Unallocated, -1);
-        }
-        return (entry & ZeroFlag) != 0 ? (BlockState.Zero, -1)
-            : host != 0 ? (BlockState.Data, host + inCluster)
-            : (BlockState.Unallocated, -1);
-    }
-
-    private async ValueTask ReadCompressedAsync(ulong entry, Memory<byte> piece, long inCluster, bool useAsync, CancellationToken cancellationToken)
-    {
-        var descriptor = Qcow2CompressedDescriptor.Decode(entry, _clusterBits);
-        byte[] input = ArrayPool<byte>.Shared.Rent(descriptor.Length);
-        byte[] cluster = ArrayPool<byte>.Shared.Rent((int)_clusterSize);
-        try
-        {
-            await _file.ReadZeroPaddedAsync(input.AsMemory(0, descriptor.Length), (long)descriptor.HostOffset, useAsync, cancellationToken).ConfigureAwait(false);
-            Qcow2Compression.Decompress(_settings.CompressionType, input.AsSpan(0, descriptor.Length), cluster.AsSpan(0, (int)_clusterSize));
-            cluster.AsSpan((int)inCluster, piece.Length).CopyTo(piece.Span);
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(input);
-            ArrayPool<byte>.Shared.Return(cluster);
-        }
-    }
-
-    /// <summary>Reads what lies below this image: the backing file (zeros past its end), or zeros.</summary>
-    private async ValueTask ReadBelowAsync(Memory<byte> destination, long offset, bool useAsync, CancellationToken cancellationToken)
-    {
-        int readable = _backing is null ? 0 : (int)Math.Clamp(_backing.Size - offset, 0, destination.Length);
-        destination.Span[readable..].Clear();
-        if (readable > 0)
-        {
-            await _backing!.ReadCoreAsync(destination[..readable], offset, useAsync, cancellationToken).ConfigureAwait(false);
         }
     }
 
