@@ -5,16 +5,18 @@ using Qed.Cli.Commands.Convert;
 using Qed.Cli.Output;
 using Qed.Copy;
 using Qed.Formats;
+using Qed.Formats.Qcow2;
+using Qed.Formats.Qcow2.Writer;
 using Qed.Image;
 using Qed.IO;
 
 namespace Qed.Cli.Commands;
 
 /// <summary>
-/// <c>qed convert [-f FMT] [-O qed|raw] [-o OPTIONS] [-B BACKING -F FMT] [-n [--target-is-zero]] [-S SIZE] [-m N] [-W] [-p] [-q] [-T CACHE] [-t CACHE] [-U] [-C] [--l2-cache-size=SIZE] SOURCE DESTINATION</c>:
-/// writes the disk SOURCE shows (its backing chain merged in) to a new image, leaving zero areas unallocated (QED) or as
-/// holes (raw); with <c>-B</c> as an overlay of BACKING holding only what differs from it; with <c>-n</c> into an
-/// existing image.
+/// <c>qed convert [-f FMT] [-O qed|qcow2|raw] [-o OPTIONS] [-B BACKING -F FMT] [-n [--target-is-zero]] [-S SIZE] [-m N] [-W] [-p] [-q] [-T CACHE] [-t CACHE] [-U] [-C] [--l2-cache-size=SIZE] SOURCE DESTINATION</c>:
+/// writes the disk SOURCE shows (its backing chain merged in) to a new image, leaving zero areas unallocated (QED, qcow2) or
+/// as holes (raw); with <c>-B</c> as an overlay of BACKING holding only what differs from it; with <c>-c</c> (qcow2)
+/// compressed; with <c>-n</c> into an existing image.
 /// </summary>
 /// <remarks>
 /// The source is opened and the output options are checked before the destination is touched. A new output is written to
@@ -34,7 +36,7 @@ internal static class ConvertCommand
     // Convert walks the source and writes the target in disk order, so each table slice is needed only for a moment.
     private static readonly CliOption<long> s_l2CacheSize = CommonOptions.L2CacheSizeWithDefault("1M");
 
-    private static readonly CliOption<string> s_outputFormat = new('O', null, "qed|raw", "the format to write (default raw)", v => v);
+    private static readonly CliOption<string> s_outputFormat = new('O', null, "qed|qcow2|raw", "the format to write (default raw)", v => v);
     private static readonly CliFlag s_progress = new('p', null, "show progress");
 
     // Both cache modes are checked once the operands are known, as qemu-img does; qed accepts them and uses the page cache.
@@ -53,7 +55,7 @@ internal static class ConvertCommand
     private static readonly CliOption<int> s_writers = new('m', null, "N", "writes in flight with -W, 1 to 16 (default 8)", ParseWriters);
     private static readonly CliFlag s_outOfOrder = new('W', null, "let the -m writes run concurrently, out of order");
     private static readonly CliFlag s_copyOffload = new('C', null, "copy offloading (accepted; qed copies through memory)");
-    private static readonly CliFlag s_compress = new('c', null, "compress (refused: neither qed nor raw compresses)");
+    private static readonly CliFlag s_compress = new('c', null, "compress the clusters (qcow2 only; -o compression_type=zlib|zstd)");
 
     /// <summary>The options of <c>qed convert</c>.</summary>
     public static OptionTable Options { get; } = new("convert", "SOURCE DESTINATION",
@@ -147,7 +149,7 @@ internal static class ConvertCommand
             // -F alone names the format of nothing: qemu-img ignores it.
             parameters.BackingFormat = null;
         }
-        if (compress)
+        if (compress && format != ImageFormats.Qcow2)
         {
             throw new CliException("Compression not supported for this file format");
         }
@@ -176,7 +178,7 @@ internal static class ConvertCommand
         using var destination = ConvertDestination.Prepare(targetName, format, size);
         try
         {
-            var target = CreateTarget(destination, format, createOptions, size, l2CacheSize, out int clusterSize);
+            var target = CreateTarget(destination, format, createOptions, compress, l2CacheSize, out int clusterSize);
             try
             {
                 reporter.Start();
@@ -231,13 +233,14 @@ internal static class ConvertCommand
     /// The copier for the options. The zero-detection granule is <c>-S</c> (4 KiB by default) rounded down to a power of
     /// two, so zero and data runs change at aligned offsets as qemu-img's do (it aligns them to the power of two below
     /// <c>-S</c>), and up to whole clusters of a QED target (a cluster is allocated whole, so testing less than one for
-    /// zeros would not save space).
+    /// zeros would not save space). A compressing target tests each cluster on its own whatever <c>-S</c> says, as
+    /// qemu-img does (it compresses cluster by cluster).
     /// </summary>
     private static SparseCopier Copier(BlockDevice source, BlockDevice target, long size, int clusterSize, CopySettings settings, TargetContent content)
     {
         long sparse = settings.SparseSize ?? RawGranule;
         bool hasClusters = target.FormatName != ImageFormats.Raw.Name;
-        long granule = sparse == 0 ? clusterSize : (long)BitOperations.RoundUpToPowerOf2((ulong)sparse + 1) / 2;
+        long granule = sparse == 0 || target is Qcow2TargetImage { Compresses: true } ? clusterSize : (long)BitOperations.RoundUpToPowerOf2((ulong)sparse + 1) / 2;
         if (hasClusters)
         {
             granule = (granule + clusterSize - 1) / clusterSize * clusterSize;
@@ -310,15 +313,26 @@ internal static class ConvertCommand
             ? (int)value
             : throw new CliException($"Invalid number of coroutines. Allowed number of coroutines is between 1 and {SparseCopier.MaxWriters}");
 
-    /// <summary>Creates the empty output in the destination's file and opens it for writing (a device is written in place as raw), with its cluster size (4 KiB for raw).</summary>
-    private static BlockDevice CreateTarget(ConvertDestination destination, ImageFormat format, ImageCreateOptions createOptions, long size, long? l2CacheSize, out int clusterSize)
+    /// <summary>
+    /// Creates the empty output in the destination's file and opens it for writing (a device is written in place as raw),
+    /// with the unit the copy should test for zeros: the cluster (the subcluster of a qcow2 image with extended L2 entries),
+    /// 4 KiB for raw. A qcow2 output is a write-once image that opens its backing file itself.
+    /// </summary>
+    private static BlockDevice CreateTarget(ConvertDestination destination, ImageFormat format, ImageCreateOptions createOptions, bool compress, long? l2CacheSize, out int clusterSize)
     {
         string path = destination.WritePath;
         BlockDevice target;
         if (destination.InPlace)
         {
             // Only raw output reaches a device (ConvertDestination refuses formats that grow their file).
+            long size = createOptions.Size;
             target = new RawImage(new DeviceFileAccessor(HandleFileAccessor.Open(path, readOnly: false), size));
+        }
+        else if (format == ImageFormats.Qcow2)
+        {
+            var qcow2 = WithTargetErrors(destination.Name, format.Name, () => CreateQcow2Target(destination, createOptions, compress, l2CacheSize));
+            clusterSize = (int)qcow2.AllocationUnit;
+            return qcow2;
         }
         else
         {
@@ -338,6 +352,26 @@ internal static class ConvertCommand
         }
         clusterSize = ImageFormats.Of(target).Describe(target).ClusterSize ?? RawGranule;
         return target;
+    }
+
+    /// <summary>The write-once qcow2 output, over its backing file (opened from the destination's directory, as QEMU will open it) when it has one.</summary>
+    private static Qcow2TargetImage CreateQcow2Target(ConvertDestination destination, ImageCreateOptions createOptions, bool compress, long? l2CacheSize)
+    {
+        BlockDevice? backing = null;
+        if (createOptions.BackingFile is { } backingFile)
+        {
+            string backingPath = BackingChain.Resolve(destination.Name, backingFile);
+            backing = ImageOpener.Open(backingPath, createOptions.BackingFormat, ImageOpener.Options(readOnly: true, l2CacheSize));
+        }
+        try
+        {
+            return Qcow2Format.CreateTarget(destination.WritePath, createOptions, backing, compress);
+        }
+        catch
+        {
+            backing?.Dispose();
+            throw;
+        }
     }
 
     /// <summary>Runs a creation step, wording its failure as qemu-img does: <c>FILE: error while converting FMT: reason</c>.</summary>

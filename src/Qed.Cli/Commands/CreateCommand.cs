@@ -7,7 +7,7 @@ using Qed.IO;
 namespace Qed.Cli.Commands;
 
 /// <summary>
-/// <c>qed create [-f qed|raw] [-o OPTIONS] [-b BACKING [-F FMT]] [-u] [-q] FILE [SIZE]</c>: qemu-img create for QED and raw.
+/// <c>qed create [-f qed|qcow2|raw] [-o OPTIONS] [-b BACKING [-F FMT]] [-u] [-q] FILE [SIZE]</c>: qemu-img create for QED, qcow2 and raw.
 /// </summary>
 /// <remarks>
 /// Checks run in qemu-img's order so the first mistake gives qemu-img's message. Unlike qemu-img, which creates
@@ -17,14 +17,14 @@ namespace Qed.Cli.Commands;
 /// </remarks>
 internal static class CreateCommand
 {
-    private static readonly CliOption<string> s_format = new('f', null, "qed|raw", "the format to create (default raw)", v => v);
-    private static readonly CliOption<string> s_backing = new('b', null, "BACKING", "the backing file (qed only), stored as given; relative names are relative to FILE's directory", v => v);
+    private static readonly CliOption<string> s_format = new('f', null, "qed|qcow2|raw", "the format to create (default raw)", v => v);
+    private static readonly CliOption<string> s_backing = new('b', null, "BACKING", "the backing file (qed, qcow2), stored as given; relative names are relative to FILE's directory", v => v);
     private static readonly CliOption<string> s_backingFormat = new('F', null, "BACKING_FMT", "the backing file's format (required with -b)", v => v);
     private static readonly CliFlag s_unsafe = new('u', null, "do not open the backing file (SIZE is then required)");
 
     /// <summary><c>-o</c> of create and convert: <c>key=value,...</c>, repeatable; <c>-o help</c> lists the keys.</summary>
     internal static CliOption<string> ImageOptions { get; } = new('o', null, "OPTIONS",
-        "format options, key=value,... (qed: size, cluster_size, table_size, backing_file, backing_fmt; raw: size); -o help lists them",
+        "format options, key=value,... (qed: cluster_size, table_size; qcow2: cluster_size, compat, lazy_refcounts, refcount_bits, extended_l2, compression_type; all: size, backing_file, backing_fmt except raw); -o help lists them",
         v => v) { Repeats = true };
 
     /// <summary>The options of <c>qed create</c>.</summary>

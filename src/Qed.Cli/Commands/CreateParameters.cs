@@ -9,6 +9,7 @@ namespace Qed.Cli.Commands;
 internal sealed class CreateParameters
 {
     private readonly Dictionary<string, long> _settings = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _textSettings = new(StringComparer.Ordinal);
 
     private CreateParameters(ImageFormat format)
     {
@@ -30,24 +31,20 @@ internal sealed class CreateParameters
     /// <summary>The backing file's format.</summary>
     public string? BackingFormat { get; set; }
 
-    /// <summary>Checks the <c>-o</c> keys and values for <paramref name="format"/>; errors name <paramref name="fileName"/> first, like qemu-img's.</summary>
-    /// <exception cref="CliException">Unknown key or a value that is not a size.</exception>
+    /// <summary>
+    /// Checks the <c>-o</c> keys and values for <paramref name="format"/> left to right, as QEMU's option parser does (the
+    /// first unknown key or unreadable value wins; a later value replaces an earlier one); errors name
+    /// <paramref name="fileName"/> first, like qemu-img's. Sizes, numbers and on/off values are read here; text values are
+    /// the format's to judge.
+    /// </summary>
+    /// <exception cref="CliException">Unknown key, or a value that is not a size, a number or on/off as its option needs.</exception>
     public static CreateParameters FromOptions(ImageFormat format, ImageOptionList options, string fileName)
     {
         var parameters = new CreateParameters(format);
-        foreach (var (key, _) in options.Entries)
+        foreach (var (key, value) in options.Entries)
         {
-            if (!format.CreateOptions.Any(o => o.Name == key))
-            {
-                throw new CliException($"{fileName}: Invalid parameter '{key}'");
-            }
-        }
-        foreach (var option in format.CreateOptions)
-        {
-            if (options.Get(option.Name) is not { } value)
-            {
-                continue;
-            }
+            var option = format.CreateOptions.FirstOrDefault(o => o.Name == key)
+                ?? throw new CliException($"{fileName}: Invalid parameter '{key}'");
             switch (option.Name)
             {
                 case ImageCreateOption.SizeName:
@@ -61,14 +58,34 @@ internal sealed class CreateParameters
                     parameters.BackingFormat = value;
                     break;
                 default:
-                    parameters._settings[option.Name] = option.Kind == ImageCreateOptionKind.Size
-                        ? ParseSizeValue(option.Name, value, fileName)
-                        : throw new CliException($"{fileName}: Invalid parameter '{option.Name}'");
+                    switch (option.Kind)
+                    {
+                        case ImageCreateOptionKind.Size:
+                            parameters._settings[option.Name] = ParseSizeValue(option.Name, value, fileName);
+                            break;
+                        case ImageCreateOptionKind.Number:
+                            // QEMU reads numbers as unsigned 64-bit (-1 wraps) and prints them signed.
+                            parameters._settings[option.Name] = CNumber.TryParseUnsigned(value, ulong.MaxValue, out ulong number)
+                                ? unchecked((long)number)
+                                : throw new CliException($"{fileName}: Parameter '{option.Name}' expects a number");
+                            break;
+                        case ImageCreateOptionKind.Flag:
+                            parameters._textSettings[option.Name] = IsFlagValue(value)
+                                ? value
+                                : throw new CliException($"{fileName}: Parameter '{option.Name}' expects 'on' or 'off'");
+                            break;
+                        default:
+                            parameters._textSettings[option.Name] = value;
+                            break;
+                    }
                     break;
             }
         }
         return parameters;
     }
+
+    /// <summary>The spellings of on and off QEMU's option parser accepts (case-sensitive).</summary>
+    private static bool IsFlagValue(string value) => value is "on" or "yes" or "true" or "y" or "off" or "no" or "false" or "n";
 
     /// <summary>The help printed for <c>-o help</c>: the format's options by name, as qemu-img lists them.</summary>
     public static string OptionHelp(ImageFormat format)
@@ -77,7 +94,14 @@ internal sealed class CreateParameters
         text.Append("Supported ").Append(format.Name).Append(" options:\n");
         foreach (var option in format.CreateOptions.OrderBy(o => o.Name, StringComparer.Ordinal))
         {
-            string syntax = $"{option.Name}=<{(option.Kind == ImageCreateOptionKind.Size ? "size" : "str")}>";
+            string kind = option.Kind switch
+            {
+                ImageCreateOptionKind.Size => "size",
+                ImageCreateOptionKind.Number => "num",
+                ImageCreateOptionKind.Flag => "bool (on/off)",
+                _ => "str",
+            };
+            string syntax = $"{option.Name}=<{kind}>";
             text.Append(CultureInfo.InvariantCulture, $"  {syntax,-22} - {option.Help}\n");
         }
         return text.ToString();
@@ -95,7 +119,8 @@ internal sealed class CreateParameters
                 ImageCreateOption.SizeName => (Size ?? 0).ToString(CultureInfo.InvariantCulture),
                 ImageCreateOption.BackingFileName => BackingFile,
                 ImageCreateOption.BackingFormatName => BackingFormat,
-                _ => _settings.TryGetValue(option.Name, out long given) ? given.ToString(CultureInfo.InvariantCulture) : option.AnnouncedDefault,
+                _ => _settings.TryGetValue(option.Name, out long given) ? given.ToString(CultureInfo.InvariantCulture)
+                    : _textSettings.TryGetValue(option.Name, out string? text) ? text : option.AnnouncedDefault,
             };
             if (value is not null)
             {
@@ -110,8 +135,10 @@ internal sealed class CreateParameters
     {
         Size = Size ?? 0,
         BackingFile = BackingFile,
-        BackingFormat = BackingFile is null ? null : BackingFormat,
+        // Passed on even without a backing file: qcow2 refuses that combination as qemu-img does; QED ignores it.
+        BackingFormat = BackingFormat,
         Settings = new Dictionary<string, long>(_settings, StringComparer.Ordinal),
+        TextSettings = new Dictionary<string, string>(_textSettings, StringComparer.Ordinal),
     };
 
     /// <summary>A size in <c>-o</c>, with the messages of QEMU's option parser (which differ from qemu-img's own size options).</summary>

@@ -14,6 +14,9 @@ public sealed record ImageCreateOptions
 
     /// <summary>The format's own numeric options by their qemu-img names (for QED <c>cluster_size</c> and <c>table_size</c>); missing ones take the format's defaults.</summary>
     public IReadOnlyDictionary<string, long> Settings { get; init; } = new Dictionary<string, long>();
+
+    /// <summary>The format's text and on/off options by their qemu-img names, as given (for qcow2 <c>compat</c>, <c>lazy_refcounts</c>, <c>extended_l2</c>, <c>compression_type</c>); missing ones take the format's defaults.</summary>
+    public IReadOnlyDictionary<string, string> TextSettings { get; init; } = new Dictionary<string, string>();
 }
 
 /// <summary>One option a format's <see cref="ImageFormat.Create"/> takes, as <c>qemu-img create -o help</c> lists it.</summary>
@@ -41,4 +44,10 @@ public enum ImageCreateOptionKind
 
     /// <summary>Text: <c>&lt;str&gt;</c> in the help.</summary>
     Text,
+
+    /// <summary>An integer (C's notation: decimal, 0x hexadecimal, 0 octal, a sign): <c>&lt;num&gt;</c> in the help.</summary>
+    Number,
+
+    /// <summary>On or off (also yes/no, true/false, y/n): <c>&lt;bool (on/off)&gt;</c> in the help.</summary>
+    Flag,
 }
