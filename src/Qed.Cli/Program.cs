@@ -49,6 +49,8 @@ public static class Program
         ArgumentNullException.ThrowIfNull(stdout);
         ArgumentNullException.ThrowIfNull(stderr);
         var context = new CommandContext(stdout, stderr);
+        var outer = CommandContext.Current;
+        CommandContext.Current = context;
         try
         {
             return Dispatch(args, context);
@@ -76,6 +78,7 @@ public static class Program
         }
         finally
         {
+            CommandContext.Current = outer;
             FlushQuietly(stdout);
             FlushQuietly(stderr);
         }

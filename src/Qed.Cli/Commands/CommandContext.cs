@@ -24,6 +24,15 @@ internal sealed class CommandContext
         return 1;
     }
 
+    private static readonly AsyncLocal<CommandContext?> s_current = new();
+
+    /// <summary>The context of the command running on this flow, for helpers that have none passed in (the image opener's warnings).</summary>
+    public static CommandContext? Current
+    {
+        get => s_current.Value;
+        set => s_current.Value = value;
+    }
+
     /// <summary>Prints a warning line (<c>qed: warning: ...</c>) on stderr.</summary>
     public void Warning(string message)
     {

@@ -29,12 +29,29 @@ internal static class ImageOpener
     {
         try
         {
-            return DiskImage.Open(path, format, options);
+            return WarnAbout(DiskImage.Open(path, format, options), options);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new CliException(CouldNotOpen(path, e), e);
         }
+    }
+
+    /// <summary>Prints the warnings of every layer of a chain opened for its data (not for info's description or check's report, which show the same facts).</summary>
+    private static BlockDevice WarnAbout(BlockDevice device, ImageOpenOptions options)
+    {
+        if (options.MetadataOnly || options.SkipCheckOnOpen || CommandContext.Current is not { } context)
+        {
+            return device;
+        }
+        for (var layer = device; layer is not null; layer = layer.Backing)
+        {
+            if (ImageFormats.Find(layer.FormatName)?.OpenWarning(layer) is { } warning)
+            {
+                context.Warning(warning);
+            }
+        }
+        return device;
     }
 
     /// <summary>The engine's message, prefixed with <c>Could not open 'PATH': </c> unless it already names the file that way.</summary>
@@ -54,7 +71,7 @@ internal static class ImageOpener
         }
         try
         {
-            return DiskImage.Open(path, format, Options(readOnly, l2CacheSize, forceShare));
+            return WarnAbout(DiskImage.Open(path, format, Options(readOnly, l2CacheSize, forceShare)), new ImageOpenOptions());
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

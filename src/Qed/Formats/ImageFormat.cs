@@ -138,6 +138,9 @@ public abstract class ImageFormat
     /// <summary>Guest bytes one second-level table of <paramref name="device"/> maps (QED's L2 tables), or null for formats without two-level tables.</summary>
     internal virtual long? GetL2TableSpan(BlockDevice device) => null;
 
+    /// <summary>A warning about reading <paramref name="device"/> as it is (qcow2: dirty or corrupt bit set), or null; the CLI prints it after a data open.</summary>
+    internal virtual string? OpenWarning(BlockDevice device) => null;
+
     /// <summary>Counters of the table cache of <paramref name="device"/>, or null when the format has none.</summary>
     public virtual L2CacheStatistics? GetCacheStatistics(BlockDevice device) => null;
 

@@ -97,6 +97,20 @@ internal sealed partial class Qcow2Format : ImageFormat
     /// <inheritdoc />
     public override L2CacheStatistics? GetCacheStatistics(BlockDevice device) => Image(device).CacheStatistics;
 
+    /// <inheritdoc />
+    // QEMU reads such images silently; we say once that the data may be what a crashed or failing writer left.
+    internal override string? OpenWarning(BlockDevice device)
+    {
+        var flags = Image(device).Header.IncompatibleFeatures;
+        if ((flags & Qcow2IncompatibleFeatures.Corrupt) != 0)
+        {
+            return $"'{device.FileName}' is marked corrupt (qcow2 corrupt bit); reading it read-only as it is (qed check shows what is wrong)";
+        }
+        return (flags & Qcow2IncompatibleFeatures.Dirty) != 0
+            ? $"'{device.FileName}' was not closed cleanly (qcow2 dirty bit); reading it read-only as it is, refcounts not repaired"
+            : null;
+    }
+
     private Qcow2Image Image(BlockDevice device)
     {
         ArgumentNullException.ThrowIfNull(device);
