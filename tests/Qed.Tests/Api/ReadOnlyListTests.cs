@@ -17,7 +17,7 @@ public class ReadOnlyListTests
             Assert.True(list.IsReadOnly);
             Assert.Throws<NotSupportedException>(() => list[0] = list[list.Count - 1]);
         }
-        Assert.Equal(3, lists.Count(l => l.Count > 0)); // the registry, QED's and raw's create options
+        Assert.Equal(4, lists.Count(l => l.Count > 0)); // the registry, QED's, qcow2's and raw's create options
         Assert.Equal(ImageFormats.All.Count + 1, lists.Count);
         Assert.Same(ImageFormats.Qed, ImageFormats.All[0]);
     }
