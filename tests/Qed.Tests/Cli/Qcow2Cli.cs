@@ -33,7 +33,9 @@ internal static class Qcow2Cli
         Assert.True(qemu.StdOut == ours.StdOut, where);
         // qed warns once per dirty or corrupt image it reads (QEMU is silent): only Q13 of the fixtures is flagged (dirty).
         Assert.True(AsQed(qemu.StdErr) == WithoutOpenWarnings(ours.StdErr, out int warnings), where);
-        Assert.True(args.Count(a => a == "@Q13") == warnings, where);
+        // info and check show the flags themselves and do not warn.
+        int expected = args[0] is "info" or "check" ? 0 : args.Count(a => a == "@Q13");
+        Assert.True(expected == warnings, where);
         return ours;
     }
 
