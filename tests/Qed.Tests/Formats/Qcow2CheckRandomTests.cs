@@ -175,7 +175,8 @@ public sealed class Qcow2CheckRandomTests
             int bits = header.RefcountBits;
             long perBlock = cs * 8 / bits;
             int blockIndex = (int)(cluster / perBlock);
-            if (blockIndex < refblocks.Count && refblocks[blockIndex] + cs <= file.Length)
+            // A block offset a previous poke made hostile (0, negative as a long, past the end) is not written through.
+            if (blockIndex < refblocks.Count && refblocks[blockIndex] > 0 && refblocks[blockIndex] + cs <= file.Length)
             {
                 ulong max = bits == 64 ? ulong.MaxValue : (1UL << bits) - 1;
                 ulong value = random.Next(4) switch { 0 => 0, 1 => Math.Min(max, 2), 2 => max, _ => 1 };
