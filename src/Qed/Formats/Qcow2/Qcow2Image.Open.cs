@@ -61,8 +61,10 @@ internal sealed partial class Qcow2Image
             ? Qcow2SnapshotTable.Empty
             : await Qcow2SnapshotTable.ReadAsync(file, header, useAsync, cancellationToken).ConfigureAwait(false);
 
-        // At most 32 MiB (rule 19); past the end of the file it reads as zeros: an empty disk, as in QEMU.
-        byte[] l1 = new byte[(long)header.L1Size * sizeof(ulong)];
+        // At most 32 MiB (rule 19). Entries past the end of the file read as zeros (an empty range, as in QEMU), so only
+        // the part inside the file is read and held: a 4 Mi-entry L1 on a small file costs what the file holds.
+        long l1InFile = Math.Clamp(file.GetLength() - (long)header.L1TableOffset, 0, (long)header.L1Size * sizeof(ulong)) & ~(long)(sizeof(ulong) - 1);
+        byte[] l1 = new byte[l1InFile];
         await file.ReadZeroPaddedAsync(l1, (long)header.L1TableOffset, useAsync, cancellationToken).ConfigureAwait(false);
 
         byte[]? luks = options.MetadataOnly ? await Qcow2ImageDetails.ReadLuksHeaderAsync(file, extensions, useAsync, cancellationToken).ConfigureAwait(false) : null;

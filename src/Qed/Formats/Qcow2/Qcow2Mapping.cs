@@ -44,14 +44,14 @@ internal sealed class Qcow2Mapping
     /// <summary>Creates the mapping of the image in <paramref name="file"/> (metadata lives there even with a data file).</summary>
     /// <param name="file">The image file, where the tables are.</param>
     /// <param name="header">The validated header.</param>
-    /// <param name="l1">The active L1 table as on disk (big-endian), <c>l1_size</c> entries.</param>
+    /// <param name="l1">The part of the active L1 table inside the file (big-endian); the entries after it, up to <c>l1_size</c>, are 0.</param>
     /// <param name="externalData">Guest data lives in an external data file (offsets are guest offsets there).</param>
     /// <param name="options">The cache size and slice size.</param>
     public Qcow2Mapping(FileAccessor file, Qcow2Header header, byte[] l1, bool externalData, ImageOpenOptions options)
     {
         _file = file;
         _l1 = l1;
-        _l1Entries = l1.Length / sizeof(ulong);
+        _l1Entries = header.L1Size;
         _clusterBits = (int)header.ClusterBits;
         _clusterSize = header.ClusterSize;
         _extendedL2 = header.ExtendedL2;
@@ -136,7 +136,8 @@ internal sealed class Qcow2Mapping
         }
     }
 
-    private ulong L1Entry(long index) => BinaryPrimitives.ReadUInt64BigEndian(_l1.AsSpan((int)(index * sizeof(ulong))));
+    private ulong L1Entry(long index) =>
+        index < _l1.Length / sizeof(ulong) ? BinaryPrimitives.ReadUInt64BigEndian(_l1.AsSpan((int)(index * sizeof(ulong)))) : 0;
 
     /// <summary>What the unit (cluster or subcluster) holding guest byte <paramref name="position"/> reads as, from there; an invalid one carries QEMU's message.</summary>
     private Unit Classify(L2CacheEntry slice, ulong tableOffset, long position)
