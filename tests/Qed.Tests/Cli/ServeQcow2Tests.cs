@@ -100,17 +100,29 @@ public sealed class ServeQcow2Tests : IDisposable
         Assert.Equal(before, Tools.Sha256OfFile(fixture.Path));
     }
 
-    /// <summary>qcow2 is exported read-only only: without -r the server refuses to start, in one line, and changes nothing.</summary>
+    /// <summary>Without -r a qcow2 image is still served, read-only, with one warning line naming why; the file stays unchanged.</summary>
     [Fact]
-    public void Without_read_only_the_image_is_refused_in_one_line()
+    public void Without_read_only_the_image_is_exported_read_only_with_a_warning()
     {
         string image = Qcow2Fixtures.CopyTo("Q01", _dir.Path);
         string before = Tools.Sha256OfFile(image);
-        var result = ServeProcess.RunToExit(_dir.Path, s_timeout, "-k", SocketPath, image);
-        Assert.True(result.ExitCode == 1, result.ToString());
-        Assert.Single(QedCli.Lines(result.StdErr));
-        Assert.Contains("read-only", result.StdErr, StringComparison.Ordinal);
-        Assert.False(File.Exists(SocketPath));
+        string stderr;
+        using (var server = ServeProcess.Start(_dir.Path, "-t", "-k", SocketPath, image))
+        {
+            var info = Tools.Run("nbdinfo", ["--json", Uri], _dir.Path, s_timeout);
+            Assert.True(info.ExitCode == 0, info.ToString());
+            using (var json = JsonDocument.Parse(info.StdOut))
+            {
+                Assert.True(json.RootElement.GetProperty("exports")[0].GetProperty("is_read_only").GetBoolean());
+            }
+            var write = Tools.Run("qemu-io", ["-f", "raw", "-c", "write -P 0x22 0 4k", Uri], _dir.Path, s_timeout);
+            Assert.NotEqual(0, write.ExitCode);
+            server.Signal(ServeProcess.SigTerm);
+            Assert.Equal(0, server.WaitForExit(s_timeout));
+            stderr = server.StdErr;
+        }
+        string warning = Assert.Single(QedCli.Lines(stderr));
+        Assert.Equal($"qed: warning: '{image}' is a qcow2 image, which qed serves read-only: exporting it read-only", warning);
         Assert.Equal(before, Tools.Sha256OfFile(image));
     }
 }

@@ -1,3 +1,4 @@
+using Qed.Formats;
 using Qed.IO;
 using Qed.Nbd.Server;
 
@@ -17,6 +18,7 @@ internal static class ServeRunner
     public static int Run(ServeSettings settings, CommandContext context)
     {
         ServeDaemon.DetachIfChild();
+        string? readOnlyWarning = ReadOnlyWhenUnwritable(ref settings);
         // Socket continuations then run on the runtime's epoll threads instead of hopping to the thread pool: small
         // cached requests are answered without a thread switch (measured: 4 KiB reads at depth 16 about twice the
         // IOPS). The runtime reads the variable once, when its socket engine starts, so this comes before any socket;
@@ -33,6 +35,10 @@ internal static class ServeRunner
         {
             // The image is closed (need-check cleared) before the pid file goes: whoever waits on that file finds it done.
             using var device = ImageOpener.Open(settings.FileName, settings.Format, ImageOpener.Options(settings.ReadOnly, settings.L2CacheSize));
+            if (readOnlyWarning is not null)
+            {
+                context.Warning(readOnlyWarning);
+            }
             pidFile = settings.PidFile is { } pidPath ? PidFile.Write(pidPath) : null;
             return Serve(settings, context, device, listeners, credentials, signals.Stopping);
         }
@@ -88,6 +94,34 @@ internal static class ServeRunner
             Report("stopped");
         }
         return 0;
+    }
+
+    /// <summary>
+    /// A format the library opens only read-only (qcow2) is exported read-only with one warning rather than refused:
+    /// the user asked for the image served, and clients see the read-only flag in the handshake. Probing failures are
+    /// left to the open, which words them; the warning is returned to be printed once the image has opened.
+    /// </summary>
+    private static string? ReadOnlyWhenUnwritable(ref ServeSettings settings)
+    {
+        if (settings.ReadOnly || Qed.Nbd.Client.NbdUri.IsNbdUri(settings.FileName))
+        {
+            return null;
+        }
+        ImageFormat? format;
+        try
+        {
+            format = settings.Format is { } name ? ImageFormats.Find(name) : ImageFormats.Probe(settings.FileName);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+        if (format is not { CanOpen: true, CanWrite: false })
+        {
+            return null;
+        }
+        settings = settings with { ReadOnly = true };
+        return $"'{settings.FileName}' is a {format.Name} image, which qed serves read-only: exporting it read-only";
     }
 
     private static NbdTlsCredentials? LoadCredentials(string? directory)
