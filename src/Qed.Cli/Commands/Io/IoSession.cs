@@ -93,8 +93,26 @@ internal sealed class IoSession
     /// <summary>Prints the command's usage line (qemu-io does this on stdout).</summary>
     public void PrintUsage(IoSubcommand command) => Out.WriteLine(command.Usage);
 
+    /// <summary>
+    /// Reads the <c>off len</c> pair of a data command: false after printing qemu-io's line when a number is malformed,
+    /// the length does not fit one request, or the range leaves the image.
+    /// </summary>
+    public bool TryParseRange(IoSubcommand command, IReadOnlyList<string> positionals, out long offset, out int length)
+    {
+        offset = 0;
+        length = 0;
+        if (IoArguments.ParseNumber(positionals[0], Out) is not { } start
+            || IoArguments.ParseLength(positionals[1], Out) is not { } count
+            || !CheckRange(command.Name, start, count))
+        {
+            return false;
+        }
+        (offset, length) = (start, count);
+        return true;
+    }
+
     /// <summary>True when <c>[offset, offset+length)</c> lies inside the image; otherwise prints <c>VERB failed: Input/output error</c> as qemu does.</summary>
-    public bool CheckRange(string verb, long offset, long length)
+    private bool CheckRange(string verb, long offset, long length)
     {
         if (offset <= Device.Size - length)
         {

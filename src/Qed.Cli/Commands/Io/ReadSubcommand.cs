@@ -42,22 +42,16 @@ internal sealed class ReadSubcommand : IoSubcommand
             session.PrintUsage(this);
             return false;
         }
-        long? offset = IoArguments.ParseNumber(parsed.Positionals[0], session.Out);
-        if (offset is null)
-        {
-            return false;
-        }
-        int? length = IoArguments.ParseLength(parsed.Positionals[1], session.Out);
-        if (length is null || !session.CheckRange(Name, offset.Value, length.Value))
+        if (!session.TryParseRange(this, parsed.Positionals, out long offset, out int length))
         {
             return false;
         }
 
-        byte[] buffer = new byte[length.Value];
+        byte[] buffer = new byte[length];
         var clock = Stopwatch.StartNew();
         try
         {
-            session.Device.Read(buffer, offset.Value);
+            session.Device.Read(buffer, offset);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -70,7 +64,7 @@ internal sealed class ReadSubcommand : IoSubcommand
         if (pattern is { } expected && buffer.AsSpan().IndexOfAnyExcept(expected) >= 0)
         {
             // qemu-io names the whole request, not the first differing byte.
-            session.Out.WriteLine($"Pattern verification failed at offset {offset.Value}, {length.Value} bytes");
+            session.Out.WriteLine($"Pattern verification failed at offset {offset}, {length} bytes");
             ok = false;
         }
         if (quiet)
@@ -79,9 +73,9 @@ internal sealed class ReadSubcommand : IoSubcommand
         }
         if (dump)
         {
-            HexDump.Write(session.Out, buffer, offset.Value);
+            HexDump.Write(session.Out, buffer, offset);
         }
-        session.Report(Name, offset.Value, length.Value, elapsed);
+        session.Report(Name, offset, length, elapsed);
         return ok;
     }
 }

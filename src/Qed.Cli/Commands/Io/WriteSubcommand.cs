@@ -46,13 +46,7 @@ internal sealed class WriteSubcommand : IoSubcommand
             session.Out.WriteLine("Only one of -z, -P, and -s can be specified at the same time");
             return false;
         }
-        long? offset = IoArguments.ParseNumber(parsed.Positionals[0], session.Out);
-        if (offset is null)
-        {
-            return false;
-        }
-        int? length = IoArguments.ParseLength(parsed.Positionals[1], session.Out);
-        if (length is null || !session.CheckRange("write", offset.Value, length.Value))
+        if (!session.TryParseRange(this, parsed.Positionals, out long offset, out int length))
         {
             return false;
         }
@@ -60,7 +54,7 @@ internal sealed class WriteSubcommand : IoSubcommand
         byte[]? buffer = null;
         if (!zeroes)
         {
-            buffer = new byte[length.Value];
+            buffer = new byte[length];
             buffer.AsSpan().Fill(pattern ?? IoArguments.DefaultWritePattern);
         }
         var clock = Stopwatch.StartNew();
@@ -68,11 +62,11 @@ internal sealed class WriteSubcommand : IoSubcommand
         {
             if (buffer is null)
             {
-                session.Device.WriteZeroes(offset.Value, length.Value);
+                session.Device.WriteZeroes(offset, length);
             }
             else
             {
-                session.Device.Write(buffer, offset.Value);
+                session.Device.Write(buffer, offset);
             }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -83,7 +77,7 @@ internal sealed class WriteSubcommand : IoSubcommand
         var elapsed = clock.Elapsed;
         if (!quiet)
         {
-            session.Report("wrote", offset.Value, length.Value, elapsed);
+            session.Report("wrote", offset, length, elapsed);
         }
         return true;
     }
