@@ -32,21 +32,7 @@ public class FuzzTests
         {
             var (name, seed) = seeds[i % seeds.Count];
             byte[] input = Mutator.Mutate(seed, new Random(caseSeed));
-            long allocated = GC.GetAllocatedBytesForCurrentThread();
-            long start = Stopwatch.GetTimestamp();
-            var outcome = FuzzHarness.Run(input, path);
-            var elapsed = Stopwatch.GetElapsedTime(start);
-            long bytes = GC.GetAllocatedBytesForCurrentThread() - allocated;
-            InterlockedMax(ref maxAllocated, bytes);
-            string? failure = outcome.Failure;
-            if (failure is null && elapsed > s_caseLimit)
-            {
-                failure = $"took {elapsed.TotalSeconds:F1} s";
-            }
-            if (failure is null && bytes > AllocationLimit)
-            {
-                failure = $"allocated {bytes >> 20} MiB";
-            }
+            var (outcome, failure) = RunCase(() => FuzzHarness.Run(input, path), AllocationLimit, ref maxAllocated);
             if (failure is not null)
             {
                 return $"seed image {name}, saved as Regressions/{FuzzRegressions.Save(input)}: {failure}";
@@ -55,8 +41,7 @@ public class FuzzTests
             Interlocked.Add(ref openedWritable, outcome.OpenedWritable ? 1 : 0);
             Interlocked.Add(ref repaired, outcome.Repair is { CorruptionsFixed: > 0 } or { LeaksFixed: > 0 } ? 1 : 0);
             Interlocked.Add(ref stillCorrupt, outcome.LastCheck is { Corruptions: > 0 } ? 1 : 0);
-            // A sum is independent of the order the workers finish in: equal seeds give equal digests.
-            Interlocked.Add(ref Unsafe.As<ulong, long>(ref digest), (long)FuzzOutcome.Mix((ulong)i, outcome.Fingerprint));
+            AddToDigest(ref digest, i, outcome);
             return null;
         });
 
@@ -95,21 +80,7 @@ public class FuzzTests
         {
             var (name, seed) = seeds[i % seeds.Count];
             byte[] input = Qcow2Mutator.Mutate(seed, new Random(caseSeed));
-            long allocated = GC.GetAllocatedBytesForCurrentThread();
-            long start = Stopwatch.GetTimestamp();
-            var outcome = Qcow2FuzzHarness.Run(input, path);
-            var elapsed = Stopwatch.GetElapsedTime(start);
-            long bytes = GC.GetAllocatedBytesForCurrentThread() - allocated;
-            InterlockedMax(ref maxAllocated, bytes);
-            string? failure = outcome.Failure;
-            if (failure is null && elapsed > s_caseLimit)
-            {
-                failure = $"took {elapsed.TotalSeconds:F1} s";
-            }
-            if (failure is null && bytes > Qcow2AllocationLimit)
-            {
-                failure = $"allocated {bytes >> 20} MiB";
-            }
+            var (outcome, failure) = RunCase(() => Qcow2FuzzHarness.Run(input, path), Qcow2AllocationLimit, ref maxAllocated);
             if (failure is not null)
             {
                 return $"seed image {name}, saved as Regressions/{FuzzRegressions.Save(input, ".qcow2")}: {failure}";
@@ -117,7 +88,7 @@ public class FuzzTests
             Interlocked.Add(ref opened, outcome.OpenedReadOnly ? 1 : 0);
             Interlocked.Add(ref checkedClean, outcome.LastCheck is { Corruptions: 0, Leaks: 0, CheckErrors: 0 } ? 1 : 0);
             Interlocked.Add(ref checkedCorrupt, outcome.LastCheck is { Corruptions: > 0 } ? 1 : 0);
-            Interlocked.Add(ref Unsafe.As<ulong, long>(ref digest), (long)FuzzOutcome.Mix((ulong)i, outcome.Fingerprint));
+            AddToDigest(ref digest, i, outcome);
             return null;
         });
 
@@ -127,19 +98,7 @@ public class FuzzTests
         Assert.Equal(Qcow2Cases, result.Completed);
     }
 
-    public static TheoryData<string> Qcow2Regressions()
-    {
-        var data = new TheoryData<string>();
-        foreach (string name in FuzzRegressions.Names(".qcow2"))
-        {
-            data.Add(name);
-        }
-        if (data.Count == 0)
-        {
-            data.Add("");
-        }
-        return data;
-    }
+    public static TheoryData<string> Qcow2Regressions() => RegressionNames(".qcow2");
 
     [Theory]
     [MemberData(nameof(Qcow2Regressions))]
@@ -154,19 +113,7 @@ public class FuzzTests
         Assert.Null(Qcow2FuzzHarness.Run(FuzzRegressions.Read(name), dir.File("fuzz.qcow2")).Failure);
     }
 
-    public static TheoryData<string> Regressions()
-    {
-        var data = new TheoryData<string>();
-        foreach (string name in FuzzRegressions.Names())
-        {
-            data.Add(name);
-        }
-        if (data.Count == 0)
-        {
-            data.Add("");
-        }
-        return data;
-    }
+    public static TheoryData<string> Regressions() => RegressionNames(".qed");
 
     [Theory]
     [MemberData(nameof(Regressions))]
@@ -180,6 +127,43 @@ public class FuzzTests
         FuzzSeeds.Build(dir);
         Assert.Null(FuzzHarness.Run(FuzzRegressions.Read(name), dir.File("fuzz.qed")).Failure);
     }
+
+    /// <summary>The saved inputs with <paramref name="extension"/>, or one empty name (a theory needs a row) when there are none.</summary>
+    private static TheoryData<string> RegressionNames(string extension)
+    {
+        var data = new TheoryData<string>();
+        foreach (string name in FuzzRegressions.Names(extension))
+        {
+            data.Add(name);
+        }
+        if (data.Count == 0)
+        {
+            data.Add("");
+        }
+        return data;
+    }
+
+    /// <summary>
+    /// Runs one mutant, timing it and counting what it allocates on this thread (raising <paramref name="maxAllocated"/>);
+    /// the failure is the harness's own, or a case too slow or too greedy, or null.
+    /// </summary>
+    private static (FuzzOutcome Outcome, string? Failure) RunCase(Func<FuzzOutcome> run, long allocationLimit, ref long maxAllocated)
+    {
+        long allocated = GC.GetAllocatedBytesForCurrentThread();
+        long start = Stopwatch.GetTimestamp();
+        var outcome = run();
+        var elapsed = Stopwatch.GetElapsedTime(start);
+        long bytes = GC.GetAllocatedBytesForCurrentThread() - allocated;
+        InterlockedMax(ref maxAllocated, bytes);
+        string? failure = outcome.Failure
+            ?? (elapsed > s_caseLimit ? $"took {elapsed.TotalSeconds:F1} s" : null)
+            ?? (bytes > allocationLimit ? $"allocated {bytes >> 20} MiB" : null);
+        return (outcome, failure);
+    }
+
+    /// <summary>Adds case <paramref name="index"/>'s fingerprint: a sum does not depend on the order the workers finish in, so equal seeds give equal digests.</summary>
+    private static void AddToDigest(ref ulong digest, int index, FuzzOutcome outcome) =>
+        Interlocked.Add(ref Unsafe.As<ulong, long>(ref digest), (long)FuzzOutcome.Mix((ulong)index, outcome.Fingerprint));
 
     private static void InterlockedMax(ref long target, long value)
     {
