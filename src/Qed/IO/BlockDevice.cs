@@ -240,6 +240,17 @@ public abstract class BlockDevice : IDisposable, IAsyncDisposable
         GC.SuppressFinalize(this);
     }
 
+    /// <summary>Disposes the synchronous or the asynchronous way: a format closes the layer below it in its own close's mode.</summary>
+    internal ValueTask DisposeAsync(bool useAsync)
+    {
+        if (useAsync)
+        {
+            return DisposeAsync();
+        }
+        Dispose();
+        return ValueTask.CompletedTask;
+    }
+
     /// <summary>Refuses new requests; returns true when none is in flight, else <see cref="_drained"/> completes when the last ends.</summary>
     private bool BeginClose()
     {

@@ -334,13 +334,9 @@ public sealed partial class QedImage : BlockDevice
         {
             try
             {
-                if (_backing is not null && useAsync)
+                if (_backing is not null)
                 {
-                    await _backing.DisposeAsync().ConfigureAwait(false);
-                }
-                else
-                {
-                    _backing?.Dispose();
+                    await _backing.DisposeAsync(useAsync).ConfigureAwait(false);
                 }
             }
             finally

@@ -190,13 +190,9 @@ internal sealed partial class Qcow2Image : BlockDevice
     {
         try
         {
-            if (_backing is not null && useAsync)
+            if (_backing is not null)
             {
-                await _backing.DisposeAsync().ConfigureAwait(false);
-            }
-            else
-            {
-                _backing?.Dispose();
+                await _backing.DisposeAsync(useAsync).ConfigureAwait(false);
             }
         }
         finally
