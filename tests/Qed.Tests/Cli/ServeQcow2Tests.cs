@@ -73,11 +73,7 @@ public sealed class ServeQcow2Tests : IDisposable
         })!;
         try
         {
-            var clock = Stopwatch.StartNew();
-            while (!File.Exists(socket) && clock.Elapsed < s_timeout && !qemuNbd.HasExited)
-            {
-                Thread.Sleep(10);
-            }
+            UnixSocketListening.WaitFor(socket, qemuNbd, s_timeout);
             var map = Tools.Run("nbdinfo", ["--map", $"nbd+unix:///?socket={socket}"], dir, s_timeout);
             Assert.True(map.ExitCode == 0, map.ToString());
             return map.StdOut;

@@ -227,20 +227,5 @@ public sealed class QemuNbdOracleTests(ITestOutputHelper output)
         }
     }
 
-    private static void WaitForSocket(string path, Process server)
-    {
-        var clock = Stopwatch.StartNew();
-        while (!File.Exists(path))
-        {
-            if (server.HasExited)
-            {
-                throw new InvalidOperationException($"qemu-nbd exited with {server.ExitCode}: {server.StandardError.ReadToEnd()}");
-            }
-            if (clock.Elapsed > s_timeout)
-            {
-                throw new TimeoutException($"qemu-nbd did not create {path}");
-            }
-            Thread.Sleep(10);
-        }
-    }
+    private static void WaitForSocket(string path, Process server) => UnixSocketListening.WaitFor(path, server, s_timeout);
 }

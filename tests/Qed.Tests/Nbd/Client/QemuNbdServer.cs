@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Qed.Tests.Infrastructure;
 
 namespace Qed.Tests.Nbd.Client;
 
@@ -30,21 +31,14 @@ internal sealed class QemuNbdServer : IDisposable
         }
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start qemu-nbd");
         var server = new QemuNbdServer(process, socketPath);
-        var clock = Stopwatch.StartNew();
-        while (!File.Exists(socketPath))
+        try
         {
-            if (process.HasExited)
-            {
-                string error = process.StandardError.ReadToEnd();
-                server.Dispose();
-                throw new InvalidOperationException($"qemu-nbd exited with {process.ExitCode}: {error}");
-            }
-            if (clock.Elapsed > s_startTimeout)
-            {
-                server.Dispose();
-                throw new TimeoutException($"qemu-nbd did not create {socketPath}");
-            }
-            Thread.Sleep(5);
+            UnixSocketListening.WaitFor(socketPath, process, s_startTimeout);
+        }
+        catch
+        {
+            server.Dispose();
+            throw;
         }
         return server;
     }

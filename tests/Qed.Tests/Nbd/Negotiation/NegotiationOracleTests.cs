@@ -337,19 +337,14 @@ print(json.dumps(out, sort_keys=True))
         }
         info.ArgumentList.Add(image);
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start qemu-nbd");
-        var clock = Stopwatch.StartNew();
-        while (!File.Exists(socketPath))
+        try
         {
-            if (process.HasExited)
-            {
-                throw new InvalidOperationException($"qemu-nbd exited with {process.ExitCode}: {process.StandardError.ReadToEnd()}");
-            }
-            if (clock.Elapsed > s_timeout)
-            {
-                process.Kill();
-                throw new TimeoutException($"qemu-nbd did not create {socketPath}");
-            }
-            Thread.Sleep(10);
+            UnixSocketListening.WaitFor(socketPath, process, s_timeout);
+        }
+        catch (TimeoutException)
+        {
+            process.Kill();
+            throw;
         }
         return process;
     }

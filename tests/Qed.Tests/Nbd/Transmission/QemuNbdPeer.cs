@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
 using Qed.Nbd.Protocol;
+using Qed.Tests.Infrastructure;
 
 namespace Qed.Tests.Nbd.Transmission;
 
@@ -43,21 +44,7 @@ internal sealed class QemuNbdPeer : IDisposable
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start qemu-nbd");
         try
         {
-            var clock = Stopwatch.StartNew();
-            while (!File.Exists(socketPath))
-            {
-                if (process.HasExited)
-                {
-                    throw new InvalidOperationException($"qemu-nbd exited with {process.ExitCode}: {process.StandardError.ReadToEnd()}");
-                }
-
-                if (clock.Elapsed > s_timeout)
-                {
-                    throw new TimeoutException($"qemu-nbd did not create {socketPath}");
-                }
-
-                Thread.Sleep(10);
-            }
+            UnixSocketListening.WaitFor(socketPath, process, s_timeout);
 
             var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             socket.Connect(new UnixDomainSocketEndPoint(socketPath));
