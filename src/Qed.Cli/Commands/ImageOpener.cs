@@ -37,16 +37,20 @@ internal static class ImageOpener
         }
     }
 
-    /// <summary>Prints the warnings of every layer of a chain opened for its data (not for info's description or check's report, which show the same facts).</summary>
+    /// <summary>
+    /// Prints the warnings of every layer of a chain; those about reading the data as it is only when the open is for
+    /// the data (info's description shows the same facts). None for a check, whose report says all it finds.
+    /// </summary>
     private static BlockDevice WarnAbout(BlockDevice device, ImageOpenOptions options)
     {
-        if (options.MetadataOnly || options.SkipCheckOnOpen || CommandContext.Current is not { } context)
+        if (options.SkipCheckOnOpen || CommandContext.Current is not { } context)
         {
             return device;
         }
+        bool forData = !options.MetadataOnly;
         for (var layer = device; layer is not null; layer = layer.Backing)
         {
-            if (ImageFormats.Find(layer.FormatName)?.OpenWarning(layer) is { } warning)
+            if (ImageFormats.Find(layer.FormatName)?.OpenWarning(layer, forData) is { } warning)
             {
                 context.Warning(warning);
             }

@@ -138,8 +138,12 @@ public abstract class ImageFormat
     /// <summary>Guest bytes one second-level table of <paramref name="device"/> maps (QED's L2 tables), or null for formats without two-level tables.</summary>
     internal virtual long? GetL2TableSpan(BlockDevice device) => null;
 
-    /// <summary>A warning about reading <paramref name="device"/> as it is (qcow2: dirty or corrupt bit set), or null; the CLI prints it after a data open.</summary>
-    internal virtual string? OpenWarning(BlockDevice device) => null;
+    /// <summary>
+    /// A warning about <paramref name="device"/> as it opened, or null; the CLI prints it after the open. Some are for
+    /// opens that read the data only (<paramref name="forData"/>: qcow2's dirty or corrupt bit), others for every open
+    /// (qcow2's stale bitmaps, which QEMU reports at every open too).
+    /// </summary>
+    internal virtual string? OpenWarning(BlockDevice device, bool forData) => null;
 
     /// <summary>Counters of the table cache of <paramref name="device"/>, or null when the format has none.</summary>
     public virtual L2CacheStatistics? GetCacheStatistics(BlockDevice device) => null;

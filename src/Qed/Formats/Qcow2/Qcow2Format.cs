@@ -98,17 +98,28 @@ internal sealed partial class Qcow2Format : ImageFormat
     public override L2CacheStatistics? GetCacheStatistics(BlockDevice device) => Image(device).CacheStatistics;
 
     /// <inheritdoc />
-    // QEMU reads such images silently; we say once that the data may be what a crashed or failing writer left.
-    internal override string? OpenWarning(BlockDevice device)
+    // QEMU reads dirty or corrupt images silently; we say once, for data opens, that the data may be what a crashed or
+    // failing writer left. Stale bitmaps (the extension without its autoclear bit) get QEMU's own two lines at any open.
+    internal override string? OpenWarning(BlockDevice device, bool forData)
     {
-        var flags = Image(device).Header.IncompatibleFeatures;
-        if ((flags & Qcow2IncompatibleFeatures.Corrupt) != 0)
+        var image = Image(device);
+        var flags = image.Header.IncompatibleFeatures;
+        if (forData && (flags & Qcow2IncompatibleFeatures.Corrupt) != 0)
         {
             return $"'{device.FileName}' is marked corrupt (qcow2 corrupt bit); reading it read-only as it is (qed check shows what is wrong)";
         }
-        return (flags & Qcow2IncompatibleFeatures.Dirty) != 0
-            ? $"'{device.FileName}' was not closed cleanly (qcow2 dirty bit); reading it read-only as it is, refcounts not repaired"
-            : null;
+        if (forData && (flags & Qcow2IncompatibleFeatures.Dirty) != 0)
+        {
+            return $"'{device.FileName}' was not closed cleanly (qcow2 dirty bit); reading it read-only as it is, refcounts not repaired";
+        }
+        if (image.Extensions.HasStaleBitmaps)
+        {
+            string stale = image.Header.Version < 3
+                ? "This qcow2 v2 image contains bitmaps, but they may have been modified by a program without persistent bitmap support; so now they must all be considered inconsistent"
+                : "a program lacking bitmap support modified this file, so all bitmaps are now considered inconsistent";
+            return stale + "\nSome clusters may be leaked, run 'qemu-img check -r' on the image file to fix.";
+        }
+        return null;
     }
 
     private Qcow2Image Image(BlockDevice device)

@@ -68,7 +68,8 @@ internal sealed partial class Qcow2Image
         await file.ReadZeroPaddedAsync(l1, (long)header.L1TableOffset, useAsync, cancellationToken).ConfigureAwait(false);
 
         byte[]? luks = options.MetadataOnly ? await Qcow2ImageDetails.ReadLuksHeaderAsync(file, extensions, useAsync, cancellationToken).ConfigureAwait(false) : null;
-        var bitmaps = await Qcow2ImageDetails.ReadBitmapsAsync(file, extensions, useAsync, cancellationToken).ConfigureAwait(false);
+        // QEMU loads the persistent bitmaps at every open and refuses the image when they break its rules.
+        var bitmaps = await Qcow2BitmapDirectory.ReadAsync(file, extensions, header, useAsync, cancellationToken).ConfigureAwait(false);
 
         // Last, so that nothing can fail after it is open: QEMU opens the name as stored, relative to the current directory.
         var dataFile = externalData && !options.MetadataOnly ? HandleFileAccessor.Open(extensions.DataFileName!, readOnly: true) : null;

@@ -55,7 +55,7 @@ internal sealed partial class Qcow2Image : BlockDevice
     internal byte[]? LuksHeader { get; private init; }
 
     /// <summary>The persistent bitmaps (for <c>info</c>).</summary>
-    internal IReadOnlyList<Qcow2BitmapInfo> Bitmaps { get; private init; } = [];
+    internal IReadOnlyList<Qcow2BitmapEntry> Bitmaps { get; private init; } = [];
 
     /// <summary>True when guest data lives in an external data file (incompatible bit 2).</summary>
     internal bool HasExternalData => (Header.IncompatibleFeatures & Qcow2IncompatibleFeatures.ExternalDataFile) != 0;
