@@ -246,11 +246,14 @@ public sealed class TransmissionConcurrencyTests(ITestOutputHelper output)
             client.Send(NbdCommand.Flush, 0, 0),
             client.Send(NbdCommand.Read, 0, 1 << 20),
         };
+        // All three received before the stop (a request still unread in the socket is not in flight: the close drops
+        // it and resets the connection), and two of them held in the device.
         var clock = Stopwatch.StartNew();
-        while (device.Started < 2 && clock.Elapsed < TimeSpan.FromSeconds(10))
+        while ((device.Started < 2 || loop.Statistics.RequestsReceived < 3) && clock.Elapsed < TimeSpan.FromSeconds(10))
         {
             await Task.Delay(10);
         }
+        Assert.Equal(3, loop.Statistics.RequestsReceived);
 
         loop.Stop();
         await Task.Delay(100);
