@@ -65,18 +65,7 @@ public sealed class Qcow2BitmapTests
         ["autoclear bit clear"] = (f, _) => Poke(f, 88, 0, 8),
     };
 
-    public static TheoryData<string, string> Cases()
-    {
-        var data = new TheoryData<string, string>();
-        foreach (string image in s_images.Keys)
-        {
-            foreach (string command in s_commands.Keys)
-            {
-                data.Add(image, command);
-            }
-        }
-        return data;
-    }
+    public static TheoryData<string, string> Cases() => Qcow2TestLayout.EveryPair(s_images.Keys, s_commands.Keys);
 
     [Theory]
     [MemberData(nameof(Cases))]

@@ -62,18 +62,7 @@ public sealed class Qcow2HostileTests
         ["compressed descriptor on the header"] = (dir, f) => Compressed(dir, f, (_, _) => 0),
     };
 
-    public static TheoryData<string, string> Cases()
-    {
-        var data = new TheoryData<string, string>();
-        foreach (string image in s_images.Keys)
-        {
-            foreach (string command in s_commands.Keys)
-            {
-                data.Add(image, command);
-            }
-        }
-        return data;
-    }
+    public static TheoryData<string, string> Cases() => Qcow2TestLayout.EveryPair(s_images.Keys, s_commands.Keys);
 
     [Theory]
     [MemberData(nameof(Cases))]

@@ -10,6 +10,20 @@ internal static class Qcow2TestLayout
     public const ulong CopiedFlag = 1UL << 63;
     public const ulong OffsetMask = 0x00FF_FFFF_FFFF_FE00;
 
+    /// <summary>Theory rows: every image name with every command name.</summary>
+    public static TheoryData<string, string> EveryPair(IEnumerable<string> images, IEnumerable<string> commands)
+    {
+        var data = new TheoryData<string, string>();
+        foreach (string image in images)
+        {
+            foreach (string command in commands)
+            {
+                data.Add(image, command);
+            }
+        }
+        return data;
+    }
+
     public static Qcow2Header Header(byte[] image) => Qcow2Header.Parse(image.AsSpan(0, Qcow2Header.ReadLength));
 
     /// <summary>File offset of the active L1 table's entry <paramref name="index"/>.</summary>
