@@ -142,8 +142,32 @@ internal static class Qcow2BitmapDirectory
         return entries;
     }
 
+    /// <summary>
+    /// The <paramref name="size"/> entries of the bitmap table at <paramref name="offset"/> (zeros past the end of the
+    /// file), or null when one has reserved bits or names an unaligned cluster (QEMU's rules).
+    /// </summary>
+    internal static async ValueTask<ulong[]?> ReadTableAsync(FileAccessor file, ulong offset, uint size, long clusterSize, bool useAsync, CancellationToken cancellationToken)
+    {
+        // At most 512 MiB of bitmap (the entry's constraints): 1 Mi entries (8 MiB) with 512-byte clusters, fewer with larger ones.
+        byte[] table = new byte[size * 8L];
+        if (offset <= (ulong)(long.MaxValue - table.Length))
+        {
+            await file.ReadZeroPaddedAsync(table, (long)offset, useAsync, cancellationToken).ConfigureAwait(false);
+        }
+        var entries = new ulong[size];
+        for (int i = 0; i < entries.Length; i++)
+        {
+            entries[i] = BinaryPrimitives.ReadUInt64BigEndian(table.AsSpan(i * 8));
+            if (!IsValidTableEntry(entries[i], clusterSize))
+            {
+                return null;
+            }
+        }
+        return entries;
+    }
+
     /// <summary>True when a table entry has no reserved bit and, when it names a cluster, names an aligned one without the all-ones flag.</summary>
-    internal static bool IsValidTableEntry(ulong entry, long clusterSize)
+    private static bool IsValidTableEntry(ulong entry, long clusterSize)
     {
         if ((entry & TableEntryReservedMask) != 0)
         {
@@ -177,18 +201,9 @@ internal static class Qcow2BitmapDirectory
     /// <summary>Reads a bitmap's table and holds it to QEMU's rules (the entries, then the size the disk needs).</summary>
     private static async ValueTask LoadTableAsync(FileAccessor file, Qcow2BitmapEntry entry, Qcow2Header header, bool useAsync, CancellationToken cancellationToken)
     {
-        // At most 512 MiB of bitmap: 1 Mi entries (8 MiB) with 512-byte clusters, fewer with larger ones.
-        byte[] table = new byte[entry.TableSize * 8L];
-        if (entry.TableOffset <= (ulong)(long.MaxValue - table.Length))
+        if (await ReadTableAsync(file, entry.TableOffset, entry.TableSize, header.ClusterSize, useAsync, cancellationToken).ConfigureAwait(false) is null)
         {
-            await file.ReadZeroPaddedAsync(table, (long)entry.TableOffset, useAsync, cancellationToken).ConfigureAwait(false);
-        }
-        for (int i = 0; i < table.Length; i += 8)
-        {
-            if (!IsValidTableEntry(BinaryPrimitives.ReadUInt64BigEndian(table.AsSpan(i)), header.ClusterSize))
-            {
-                throw new QedFormatException($"Could not read bitmap_table table from image for bitmap '{entry.Name}': Invalid argument");
-            }
+            throw new QedFormatException($"Could not read bitmap_table table from image for bitmap '{entry.Name}': Invalid argument");
         }
         // One bit per granule of the disk, in whole clusters.
         ulong granules = (header.Size >> entry.GranularityBits) + ((header.Size & ((1UL << entry.GranularityBits) - 1)) != 0 ? 1UL : 0);

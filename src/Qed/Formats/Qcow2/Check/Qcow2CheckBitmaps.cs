@@ -1,5 +1,3 @@
-using System.Buffers.Binary;
-
 namespace Qed.Formats.Qcow2.Check;
 
 /// <summary>
@@ -13,8 +11,6 @@ namespace Qed.Formats.Qcow2.Check;
 /// </remarks>
 internal static class Qcow2CheckBitmaps
 {
-    private const long MaxDirectorySize = 1024L * 65535;
-
     /// <summary>Counts the bitmaps' clusters through <paramref name="checker"/>.</summary>
     public static async ValueTask CountAsync(Qcow2Checker checker, bool useAsync, CancellationToken cancellationToken)
     {
@@ -33,17 +29,11 @@ internal static class Qcow2CheckBitmaps
         foreach (var (offset, size) in tables)
         {
             checker.Count(offset, size * 8L);
-            byte[] table = new byte[size * 8L];
-            await Qcow2RefcountReader.ReadAsync(checker.File, table, (long)offset, checker.FileLength, useAsync, cancellationToken).ConfigureAwait(false);
-            var entries = new ulong[size];
-            for (int i = 0; i < entries.Length; i++)
+            var entries = await Qcow2BitmapDirectory.ReadTableAsync(checker.File, offset, size, checker.ClusterSize, useAsync, cancellationToken).ConfigureAwait(false);
+            if (entries is null)
             {
-                entries[i] = BinaryPrimitives.ReadUInt64BigEndian(table.AsSpan(i * 8));
-                if (!Qcow2BitmapDirectory.IsValidTableEntry(entries[i], checker.ClusterSize))
-                {
-                    checker.AddCorruption();
-                    throw Qcow2Checker.Abort(Errno.InvalidArgument);
-                }
+                checker.AddCorruption();
+                throw Qcow2Checker.Abort(Errno.InvalidArgument);
             }
             foreach (ulong entry in entries)
             {
@@ -61,7 +51,8 @@ internal static class Qcow2CheckBitmaps
     {
         var layout = checker.Layout;
         ulong size = layout.BitmapDirectorySize;
-        if (size == 0 || size > MaxDirectorySize || layout.BitmapDirectoryOffset > long.MaxValue)
+        // The parse refuses an empty directory (fewer bitmaps than counted); the bound keeps the allocation sane.
+        if (size > Qcow2Extensions.MaxBitmapDirectorySize || layout.BitmapDirectoryOffset > long.MaxValue)
         {
             return null;
         }
