@@ -75,9 +75,10 @@ internal sealed class StreamTransport : NbdTransport
                 await ssl.ShutdownAsync().WaitAsync(cancellationToken).ConfigureAwait(false); // close_notify (NBD.md 5.1)
             }
         }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or InvalidOperationException)
+        catch (Exception e) when (e is not OperationCanceledException)
         {
-            // The peer is gone already.
+            // The peer is gone already: close_notify is a courtesy, and a failed one is not worth reporting. OpenSSL's
+            // failure here is not an IOException (an SslException, "error - 5", when the peer closed first after DISC).
         }
     }
 
